@@ -1,0 +1,39 @@
+# Every target sets up what it needs on a fresh machine: a virtualenv with the package and its dev
+# dependencies, and ZooKeeper (plus nginx, git) through apt-get when missing.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+
+.PHONY: setup system-deps venv test lint demo bench clean
+
+setup: system-deps venv
+
+system-deps:
+	@scripts/ensure-system-deps
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: venv
+	$(VENV)/bin/ruff check aiocoord services tests bench
+	$(VENV)/bin/ruff format --check aiocoord services tests bench
+	$(VENV)/bin/mypy
+
+demo: setup
+	$(VENV)/bin/aiocoord demo
+
+bench: setup
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,54 @@
+"""Running a service: uvloop when installed, SIGTERM/SIGINT turned into graceful cancellation."""
+
+from __future__ import annotations
+
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import anyio
+
+__all__ = ["run"]
+
+T = TypeVar("T")
+log = logging.getLogger("aiocoord")
+
+
+def run(main: Callable[..., Awaitable[T]], *args: Any, use_uvloop: bool = True) -> T | None:
+    """Run ``main(*args)`` to completion on a new event loop and return its result.
+
+    SIGTERM and SIGINT cancel ``main``: its ``async with`` blocks exit (resign, deregister, close
+    the session) and ``run`` returns None. uvloop is used when installed and ``use_uvloop``.
+    """
+    stopped: list[int] = []
+
+    async def guarded() -> T | None:
+        result: list[T] = []
+        async with anyio.create_task_group() as tg:
+
+            async def on_signal() -> None:
+                with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                    async for signum in signals:
+                        log.info("%s received: shutting down", signal.Signals(signum).name)
+                        stopped.append(signum)
+                        tg.cancel_scope.cancel()
+                        return
+
+            async def body() -> None:
+                result.append(await main(*args))
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(on_signal)
+            tg.start_soon(body)
+        return result[0] if result else None
+
+    backend_options: dict[str, Any] = {}
+    if use_uvloop:
+        try:
+            import uvloop  # noqa: F401
+        except ImportError:  # pragma: no cover - uvloop is a dependency on POSIX
+            pass
+        else:
+            backend_options["use_uvloop"] = True
+    return anyio.run(guarded, backend="asyncio", backend_options=backend_options)

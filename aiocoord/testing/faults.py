@@ -1,0 +1,212 @@
+"""Real faults for tests: a TCP proxy that cuts or stalls connections, and server-side session
+expiry (a second connection with the session's id and password closes the session)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from types import TracebackType
+from typing import Self
+
+from ..transport import jute
+from ..transport.client import Client
+from ..transport.jute import OP
+
+__all__ = ["TcpProxy", "expire_session"]
+
+log = logging.getLogger("aiocoord.testing")
+
+
+class TcpProxy:
+    """A loopback TCP proxy in front of one server, run on its own thread and event loop, so it
+    keeps working whatever the code under test does to its own loop.
+
+    ``cut()`` resets every open connection (new ones are still accepted); ``stall()`` stops
+    forwarding in both directions while keeping connections open (a silent peer); ``resume()``
+    forwards again; ``refuse()`` makes new connections fail until ``accept()``.
+    """
+
+    def __init__(self, target_host: str, target_port: int, listen_port: int = 0) -> None:
+        self.target = (target_host, target_port)
+        self._listen_port = listen_port
+        self.port = 0
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True, name="proxy")
+        self._server: asyncio.AbstractServer | None = None
+        self._flowing = asyncio.Event()
+        self._refusing = False
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @classmethod
+    def to(cls, hosts: str) -> TcpProxy:
+        host, _, port = hosts.split(",")[0].rpartition(":")
+        return cls(host, int(port))
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def _call(self, coro_fn: object) -> object:
+        async def run() -> object:
+            return coro_fn() if callable(coro_fn) else None
+
+        return asyncio.run_coroutine_threadsafe(run(), self._loop).result(timeout=10)
+
+    def start(self) -> Self:
+        self._thread.start()
+
+        async def serve() -> int:
+            self._flowing.set()
+            self._server = await asyncio.start_server(
+                self._handle, "127.0.0.1", self._listen_port
+            )
+            port: int = self._server.sockets[0].getsockname()[1]
+            return port
+
+        self.port = asyncio.run_coroutine_threadsafe(serve(), self._loop).result(timeout=10)
+        return self
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._refusing:
+            _reset(writer)
+            return
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.target)
+        except OSError:
+            _reset(writer)
+            return
+        self._writers.update((writer, up_writer))
+        for src, dst in ((reader, up_writer), (up_reader, writer)):
+            task = asyncio.ensure_future(self._pump(src, dst, (writer, up_writer)))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _pump(
+        self,
+        src: asyncio.StreamReader,
+        dst: asyncio.StreamWriter,
+        pair: tuple[asyncio.StreamWriter, asyncio.StreamWriter],
+    ) -> None:
+        try:
+            while True:
+                data = await src.read(65536)
+                if not data:
+                    break
+                await self._flowing.wait()
+                dst.write(data)
+                await dst.drain()
+        except (OSError, asyncio.CancelledError):
+            pass
+        finally:
+            for w in pair:
+                _reset(w)
+                self._writers.discard(w)
+
+    def cut(self) -> None:
+        """Reset every open connection through the proxy (both sides see RST/EOF)."""
+
+        def do() -> None:
+            for w in list(self._writers):
+                _reset(w)
+            self._writers.clear()
+
+        self._loop.call_soon_threadsafe(do)
+        self._sync()
+
+    def stall(self) -> None:
+        """Stop forwarding: connections stay open, nothing gets through either way."""
+        self._loop.call_soon_threadsafe(self._flowing.clear)
+        self._sync()
+
+    def resume(self) -> None:
+        self._loop.call_soon_threadsafe(self._flowing.set)
+        self._sync()
+
+    def refuse(self) -> None:
+        """New connections are reset at once (open ones are left alone)."""
+        self._refusing = True
+
+    def accept(self) -> None:
+        self._refusing = False
+
+    def _sync(self) -> None:
+        async def nop() -> None:
+            return None
+
+        asyncio.run_coroutine_threadsafe(nop(), self._loop).result(timeout=10)
+
+    def close(self) -> None:
+        if not self._thread.is_alive():
+            return
+
+        async def shutdown() -> None:
+            if self._server is not None:
+                self._server.close()
+            for w in list(self._writers):
+                _reset(w)
+            for t in list(self._tasks):
+                t.cancel()
+            await asyncio.sleep(0)
+
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(timeout=10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        self._loop.close()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _reset(writer: asyncio.StreamWriter) -> None:
+    transport = writer.transport
+    if not transport.is_closing():
+        transport.abort()
+
+
+async def expire_session(
+    client: Client, *, host: str | None = None, timeout: float = 10.0
+) -> None:
+    """Expire ``client``'s session on the server, as a network partition past the timeout would.
+
+    Opens a second connection with the session's id and password and closes the session there;
+    the server then drops the client's own connection, and its reconnect finds it expired.
+    """
+    session_id, passwd = client.session_id, client.session_password
+    if not session_id:
+        raise RuntimeError("the client has no session to expire")
+    target = host or client.connected_host or client.hosts[0]
+    address, _, port = target.rpartition(":")
+    async with asyncio.timeout(timeout):
+        reader, writer = await asyncio.open_connection(address, int(port))
+        try:
+            writer.write(
+                jute.encode_connect(
+                    client.last_zxid, int(client.negotiated_timeout * 1000), session_id, passwd, False
+                )
+            )
+            size = int.from_bytes(await reader.readexactly(4), "big")
+            reply = await reader.readexactly(size)
+            timeout_ms, got_id, _, _ = jute.decode_connected(reply)
+            if timeout_ms <= 0 or got_id != session_id:
+                return  # already expired
+            writer.write(jute.REQUEST_HEAD.pack(8, 1, OP.CLOSE))
+            await writer.drain()
+            size = int.from_bytes(await reader.readexactly(4), "big")
+            await reader.readexactly(size)
+            log.info("expired session 0x%x on %s", session_id, target)
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()

@@ -1,0 +1,456 @@
+"""Real Apache ZooKeeper servers from the installed jars, on free loopback ports.
+
+``ZooKeeperServer`` runs one standalone server; ``ZooKeeperEnsemble`` runs N quorum members
+(QuorumPeerMain with myid files). Every process can be killed (SIGKILL), paused (SIGSTOP), resumed
+and restarted; readiness is read from the four-letter words ``ruok``/``srvr``, never from sleeps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+__all__ = [
+    "ZooKeeperEnsemble",
+    "ZooKeeperNotFound",
+    "ZooKeeperServer",
+    "find_classpath",
+    "four_letter_word",
+    "free_port",
+]
+
+log = logging.getLogger("aiocoord.testing")
+
+_JAR_CANDIDATES = (
+    "/usr/share/java/zookeeper.jar",
+    "/usr/share/zookeeper/zookeeper.jar",
+    "/opt/zookeeper/lib/zookeeper-*.jar",
+    "/usr/share/zookeeper/lib/zookeeper-*.jar",
+)
+
+
+class ZooKeeperNotFound(RuntimeError):
+    """No ZooKeeper jar or no java on this machine (``make setup`` installs them)."""
+
+
+def find_classpath() -> str:
+    """The classpath that runs the installed ZooKeeper server.
+
+    ``ZOOKEEPER_CLASSPATH`` wins; else Debian's ``/usr/share/java/zookeeper.jar`` (its manifest
+    names the dependencies), else a tarball layout's ``lib/*.jar``.
+    """
+    env = os.environ.get("ZOOKEEPER_CLASSPATH")
+    if env:
+        return env
+    for pattern in _JAR_CANDIDATES:
+        for jar in sorted(glob.glob(pattern)):
+            lib = os.path.dirname(jar)
+            if jar.startswith("/usr/share/java/"):
+                return f"/etc/zookeeper/conf:{jar}"
+            return f"{lib}/*"
+    raise ZooKeeperNotFound(
+        "no ZooKeeper jar found (looked for " + ", ".join(_JAR_CANDIDATES) + "); "
+        "run `make setup` (it installs the Debian package `zookeeper`) or set ZOOKEEPER_CLASSPATH"
+    )
+
+
+def _java() -> str:
+    java = shutil.which("java")
+    if java is None:
+        raise ZooKeeperNotFound("no `java` on PATH: ZooKeeper needs a Java runtime")
+    return java
+
+
+def free_port() -> int:
+    """A loopback TCP port that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def four_letter_word(host: str, port: int, word: str, timeout: float = 2.0) -> str:
+    """Send a four-letter word (``ruok``, ``srvr``, ``mntr``, ``cons``...) and return the reply.
+
+    Bounded by ``timeout`` for the whole exchange: a stalled server raises ``TimeoutError``.
+    """
+    deadline = time.monotonic() + timeout
+    with socket.create_connection((host, port), timeout=timeout) as s:
+        s.sendall(word.encode())
+        chunks = []
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"{word} to {host}:{port}: no complete reply in {timeout}s")
+            s.settimeout(left)
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    return b"".join(chunks).decode(errors="replace")
+
+
+def _mode(host: str, port: int) -> str | None:
+    """The server's Mode from ``srvr`` (standalone, leader, follower) or None if not serving."""
+    try:
+        reply = four_letter_word(host, port, "srvr", timeout=1.0)
+    except OSError:
+        return None
+    for line in reply.splitlines():
+        if line.startswith("Mode:"):
+            return line.split(":", 1)[1].strip()
+    return None
+
+
+class _Process:
+    """One ZooKeeper JVM with its config and data directory."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        main_class: str,
+        config: dict[str, str],
+        client_port: int,
+        myid: int | None = None,
+        heap_mb: int = 256,
+    ) -> None:
+        self.workdir = workdir
+        self.main_class = main_class
+        self.client_port = client_port
+        self.myid = myid
+        self.heap_mb = heap_mb
+        self.data_dir = workdir / "data"
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.cfg = workdir / "zoo.cfg"
+        self.cfg.write_text("".join(f"{k}={v}\n" for k, v in config.items()))
+        if myid is not None:
+            (self.data_dir / "myid").write_text(f"{myid}\n")
+        self.log_path = workdir / "server.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.paused = False
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.client_port}"
+
+    def start(self) -> None:
+        if self.running:
+            return
+        cmd = [
+            _java(),
+            f"-Xmx{self.heap_mb}m",
+            "-XX:+UseSerialGC",
+            "-XX:TieredStopAtLevel=1",
+            "-Djava.net.preferIPv4Stack=true",
+            "-Dzookeeper.extendedTypesEnabled=true",
+            "-Dzookeeper.admin.enableServer=false",
+            "-Dzookeeper.4lw.commands.whitelist=*",
+            f"-Dzookeeper.log.dir={self.workdir}",
+            "-Dzookeeper.root.logger=INFO,CONSOLE",
+            "-cp",
+            find_classpath(),
+            self.main_class,
+            str(self.cfg),
+        ]
+        with open(self.log_path, "ab") as out:
+            self.proc = subprocess.Popen(
+                cmd,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=self.workdir,
+                start_new_session=True,
+            )
+        self.paused = False
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    def _signal(self, sig: signal.Signals) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+
+    def kill(self) -> None:
+        """SIGKILL: the server vanishes without closing anything."""
+        if self.proc is None:
+            return
+        if self.paused:
+            self._signal(signal.SIGCONT)
+        self._signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+        self.paused = False
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM, then SIGKILL if it is still there after ``timeout``."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        if self.paused:
+            self.resume()
+        self._signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def pause(self) -> None:
+        """SIGSTOP: the server keeps its sockets but answers nothing (kernel still accepts)."""
+        self._signal(signal.SIGSTOP)
+        self.paused = True
+
+    def resume(self) -> None:
+        self._signal(signal.SIGCONT)
+        self.paused = False
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+
+class ZooKeeperServer:
+    """One standalone ZooKeeper server in a temporary directory.
+
+    ``with ZooKeeperServer() as zk: zk.hosts`` -- started and serving inside the block.
+    """
+
+    def __init__(
+        self,
+        port: int = 0,
+        *,
+        data_dir: str | os.PathLike[str] | None = None,
+        tick_ms: int = 200,
+        min_session_timeout_ms: int = 500,
+        max_session_timeout_ms: int = 60000,
+        max_client_connections: int = 0,
+    ) -> None:
+        self._own_dir = data_dir is None
+        self.workdir = Path(data_dir or tempfile.mkdtemp(prefix="aiocoord-zk-"))
+        self.port = port or free_port()
+        config = {
+            "tickTime": str(tick_ms),
+            "dataDir": str(self.workdir / "data"),
+            "clientPort": str(self.port),
+            "clientPortAddress": "127.0.0.1",
+            "minSessionTimeout": str(min_session_timeout_ms),
+            "maxSessionTimeout": str(max_session_timeout_ms),
+            "maxClientCnxns": str(max_client_connections),
+            "admin.enableServer": "false",
+            "4lw.commands.whitelist": "*",
+        }
+        self._proc = _Process(
+            self.workdir, "org.apache.zookeeper.server.ZooKeeperServerMain", config, self.port
+        )
+
+    @property
+    def hosts(self) -> str:
+        return self._proc.address
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid
+
+    @property
+    def running(self) -> bool:
+        return self._proc.running
+
+    def start(self, *, wait: bool = True, timeout: float = 60.0) -> None:
+        self._proc.start()
+        if wait:
+            self.wait_serving(timeout)
+
+    def wait_serving(self, timeout: float = 60.0) -> None:
+        """Wait until ``srvr`` says the server serves; raise with its log tail if it does not."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self._proc.running:
+                raise RuntimeError(f"ZooKeeper exited during start-up:\n{self._proc.log_tail()}")
+            if _mode("127.0.0.1", self.port) is not None:
+                return
+            time.sleep(0.05)
+        raise TimeoutError(
+            f"ZooKeeper at {self.hosts} not serving after {timeout}s:\n{self._proc.log_tail()}"
+        )
+
+    def kill(self) -> None:
+        self._proc.kill()
+
+    def stop(self) -> None:
+        self._proc.stop()
+
+    def pause(self) -> None:
+        self._proc.pause()
+
+    def resume(self) -> None:
+        self._proc.resume()
+
+    def restart(self, *, wait: bool = True, timeout: float = 60.0) -> None:
+        """Kill (SIGKILL) and start again on the same port and data."""
+        self._proc.kill()
+        self.start(wait=wait, timeout=timeout)
+
+    def close(self) -> None:
+        self._proc.kill()
+        if self._own_dir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class ZooKeeperEnsemble:
+    """N ZooKeeper quorum members on loopback. ``members[i]`` is controlled one by one."""
+
+    def __init__(
+        self,
+        size: int = 3,
+        *,
+        data_dir: str | os.PathLike[str] | None = None,
+        tick_ms: int = 200,
+        min_session_timeout_ms: int = 500,
+        max_session_timeout_ms: int = 60000,
+        client_ports: Sequence[int] | None = None,
+    ) -> None:
+        if size < 1:
+            raise ValueError("an ensemble needs at least one member")
+        self._own_dir = data_dir is None
+        self.workdir = Path(data_dir or tempfile.mkdtemp(prefix="aiocoord-ensemble-"))
+        ports = [
+            (client_ports[i] if client_ports else free_port(), free_port(), free_port())
+            for i in range(size)
+        ]
+        servers = {
+            f"server.{i + 1}": f"127.0.0.1:{peer}:{election}"
+            for i, (_, peer, election) in enumerate(ports)
+        }
+        self.members: list[_Process] = []
+        for i, (client_port, _, _) in enumerate(ports):
+            config = {
+                "tickTime": str(tick_ms),
+                "initLimit": "50",
+                "syncLimit": "25",
+                "dataDir": str(self.workdir / f"member{i + 1}" / "data"),
+                "clientPort": str(client_port),
+                "clientPortAddress": "127.0.0.1",
+                "minSessionTimeout": str(min_session_timeout_ms),
+                "maxSessionTimeout": str(max_session_timeout_ms),
+                "maxClientCnxns": "0",
+                "admin.enableServer": "false",
+                "4lw.commands.whitelist": "*",
+                "reconfigEnabled": "false",
+                "standaloneEnabled": "false",
+                "cnxTimeout": "1000",
+                **servers,
+            }
+            self.members.append(
+                _Process(
+                    self.workdir / f"member{i + 1}",
+                    "org.apache.zookeeper.server.quorum.QuorumPeerMain",
+                    config,
+                    client_port,
+                    myid=i + 1,
+                )
+            )
+
+    @property
+    def hosts(self) -> str:
+        return ",".join(m.address for m in self.members)
+
+    def member_hosts(self, index: int) -> str:
+        return self.members[index].address
+
+    def index_of(self, host: str | None) -> int:
+        """Which member serves ``host`` (``"127.0.0.1:port"``)."""
+        for i, m in enumerate(self.members):
+            if m.address == host:
+                return i
+        raise LookupError(f"{host} is not a member of this ensemble")
+
+    def modes(self) -> list[str | None]:
+        return [
+            _mode("127.0.0.1", m.client_port) if m.running and not m.paused else None
+            for m in self.members
+        ]
+
+    def leader(self) -> int | None:
+        for i, mode in enumerate(self.modes()):
+            if mode == "leader":
+                return i
+        return None
+
+    def start(self, *, wait: bool = True, timeout: float = 90.0) -> None:
+        for m in self.members:
+            m.start()
+        if wait:
+            self.wait_serving(timeout)
+
+    def wait_serving(self, timeout: float = 90.0, *, members: Sequence[int] | None = None) -> None:
+        """Wait until the given members (default: all running ones) serve as leader/follower."""
+        deadline = time.monotonic() + timeout
+        indexes = list(members) if members is not None else None
+        while time.monotonic() < deadline:
+            want = indexes if indexes is not None else [
+                i for i, m in enumerate(self.members) if m.running
+            ]
+            modes = self.modes()
+            if all(modes[i] in ("leader", "follower") for i in want):
+                return
+            for i in want:
+                if not self.members[i].running:
+                    raise RuntimeError(
+                        f"ensemble member {i + 1} exited:\n{self.members[i].log_tail()}"
+                    )
+            time.sleep(0.1)
+        raise TimeoutError(
+            f"ensemble {self.hosts} not serving after {timeout}s (modes {self.modes()}):\n"
+            + self.members[0].log_tail()
+        )
+
+    def close(self) -> None:
+        for m in self.members:
+            with contextlib.suppress(Exception):
+                m.kill()
+        if self._own_dir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __iter__(self) -> Iterator[_Process]:
+        return iter(self.members)

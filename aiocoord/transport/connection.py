@@ -1,0 +1,164 @@
+"""One TCP connection to one ZooKeeper server: length-prefixed frames in, coalesced writes out.
+
+The connection knows frames, not sessions: the first frame is handed to ``handshake`` (a future),
+every later one to the owner's ``frame_received``. Writes issued in one turn of the event loop go
+out as one ``transport.write`` (one syscall), scheduled with a single ``call_soon``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from typing import Protocol
+
+from .errors import ProtocolError
+from .jute import INT, REQUEST_HEAD
+
+__all__ = ["MAX_FRAME", "Connection", "ConnectionOwner"]
+
+#: The largest frame accepted from a server (jute.maxbuffer defaults to 1 MiB; allow headroom
+#: for replies such as getChildren of a large node).
+MAX_FRAME = 64 * 1024 * 1024
+
+
+class ConnectionOwner(Protocol):
+    def frame_received(self, conn: Connection, frame: bytes) -> None: ...
+
+    def connection_lost(self, conn: Connection, reason: str) -> None: ...
+
+
+class Connection(asyncio.Protocol):
+    __slots__ = (
+        "_early",
+        "_flush_scheduled",
+        "_in",
+        "_out",
+        "active",
+        "dead",
+        "gone",
+        "handshake",
+        "host",
+        "last_recv",
+        "last_send",
+        "loop",
+        "owner",
+        "pending",
+        "transport",
+    )
+
+    def __init__(self, owner: ConnectionOwner, host: str, loop: asyncio.AbstractEventLoop) -> None:
+        self.owner = owner
+        self.host = host
+        self.loop = loop
+        self.transport: asyncio.Transport | None = None
+        self.handshake: asyncio.Future[bytes] = loop.create_future()
+        #: requests in flight on this connection, by xid (replies come back in order)
+        self.pending: dict[int, object] = {}
+        self.active = False  # frames go to the owner only once it has taken the session
+        self.dead = False
+        #: set once the connection is dead, for whoever waits on it
+        self.gone = asyncio.Event()
+        self._early: list[bytes] = []
+        self._in = bytearray()
+        self._out = bytearray()
+        self._flush_scheduled = False
+        self.last_recv = self.last_send = loop.time()
+
+    # -- asyncio.Protocol ------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:  # pragma: no cover - not a TCP socket
+                pass
+
+    def data_received(self, data: bytes) -> None:
+        self.last_recv = self.loop.time()
+        buf = self._in
+        buf += data
+        pos = 0
+        end_of_data = len(buf)
+        while end_of_data - pos >= 4 and not self.dead:
+            (size,) = INT.unpack_from(buf, pos)
+            if size < 0 or size > MAX_FRAME:
+                self.fail(f"bad frame length {size} from {self.host}")
+                return
+            end = pos + 4 + size
+            if end > end_of_data:
+                break
+            frame = bytes(buf[pos + 4 : end])
+            pos = end
+            if self.active:
+                self.owner.frame_received(self, frame)
+            elif not self.handshake.done():
+                self.handshake.set_result(frame)
+            else:
+                self._early.append(frame)
+        if pos:
+            del buf[:pos]
+
+    def eof_received(self) -> bool:
+        return False  # close our side too; connection_lost follows
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        reason = f"connection reset: {exc}" if exc else "server closed the connection (EOF)"
+        self._die(reason)
+
+    # -- used by the session ---------------------------------------------------------------
+    def activate(self) -> None:
+        """Start handing frames to the owner (after it has read the handshake)."""
+        self.active = True
+        early, self._early = self._early, []
+        for frame in early:
+            if self.dead:
+                break
+            self.owner.frame_received(self, frame)
+
+    def write_request(self, xid: int, opcode: int, body: bytes | bytearray) -> None:
+        out = self._out
+        out += REQUEST_HEAD.pack(len(body) + 8, xid, opcode)
+        out += body
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.loop.call_soon(self._flush)
+
+    def write_raw(self, frame: bytes) -> None:
+        self._out += frame
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if self.dead or self.transport is None or not self._out:
+            return
+        data, self._out = self._out, bytearray()
+        self.last_send = self.loop.time()
+        self.transport.write(data)
+
+    def fail(self, reason: str) -> None:
+        """Drop the connection now (read timeout, protocol error): the owner hears at once."""
+        if self.transport is not None:
+            self.transport.abort()
+        self._die(reason)
+
+    def close(self) -> None:
+        """Flush what is queued and close gracefully."""
+        self._flush()
+        if self.transport is not None:
+            self.transport.close()
+        self._die("closed by the client")
+
+    def _die(self, reason: str) -> None:
+        if self.dead:
+            return
+        self.dead = True
+        self.gone.set()
+        if not self.handshake.done():
+            self.handshake.set_exception(ProtocolError(f"{self.host}: {reason}"))
+            # retrieved or not, a failed handshake must not log "exception never retrieved"
+            self.handshake.exception()
+        self.owner.connection_lost(self, reason)
