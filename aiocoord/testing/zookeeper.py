@@ -155,6 +155,7 @@ class _Process:
             "-XX:TieredStopAtLevel=1",
             "-Djava.net.preferIPv4Stack=true",
             "-Dzookeeper.extendedTypesEnabled=true",
+            "-Dznode.container.checkIntervalMs=1000",
             "-Dzookeeper.admin.enableServer=false",
             "-Dzookeeper.4lw.commands.whitelist=*",
             f"-Dzookeeper.log.dir={self.workdir}",

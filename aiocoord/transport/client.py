@@ -25,12 +25,11 @@ import logging
 import random
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import asynccontextmanager
 from types import TracebackType
 from typing import Any, Final, Self
 
 import anyio
-import anyio.abc
 
 from . import jute
 from .connection import Connection
@@ -251,8 +250,10 @@ class Client:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._live: asyncio.Event | None = None
         self._ticker: asyncio.TimerHandle | None = None
-        self._stack = AsyncExitStack()
-        self._tg: anyio.abc.TaskGroup | None = None
+        # The connection loop is one task owned by the client and always awaited by aclose().
+        # Not an anyio task group: a Client may be entered and exited in different tasks
+        # (pytest-asyncio fixtures do that), which a task group's cancel scope cannot survive.
+        self._runner: asyncio.Task[None] | None = None
 
     # -- properties ------------------------------------------------------------------------
     @property
@@ -303,8 +304,8 @@ class Client:
         self._loop = asyncio.get_running_loop()
         self._live = asyncio.Event()
         self._state = SessionState.SUSPENDED  # not yet connected: requests would wait
-        self._tg = await self._stack.enter_async_context(anyio.create_task_group())
-        self._tg.start_soon(self._run, name=f"aiocoord session {self.hosts}")
+        self._runner = self._loop.create_task(self._run(), name=f"aiocoord {self.hosts}")
+        self._runner.add_done_callback(self._runner_done)
         self._schedule_tick()
         try:
             with anyio.fail_after(self._connect_timeout):
@@ -312,7 +313,6 @@ class Client:
         except TimeoutError:
             errors = "; ".join(f"{h}: {e}" for h, e in self._last_errors.items()) or "no answer"
             await self._shutdown()
-            await self._stack.aclose()
             raise ConnectError(
                 f"could not connect to ZooKeeper at {','.join(self.hosts)} within "
                 f"{self._connect_timeout:g}s ({errors})",
@@ -320,8 +320,9 @@ class Client:
             ) from None
         except BaseException:
             await self._shutdown()
-            await self._stack.aclose()
             raise
+        if self._state is SessionState.CLOSED:
+            raise ClientClosed("the client closed while connecting")
         if self._chroot.prefix:
             await self._ensure_namespace()
         return self
@@ -332,10 +333,7 @@ class Client:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        try:
-            await self.aclose()
-        finally:
-            await self._stack.aclose()
+        await self.aclose()
 
     async def aclose(self) -> None:
         """Close the session (its ephemeral nodes go at once). Never hangs: bounded, shielded."""
@@ -366,8 +364,23 @@ class Client:
         self._set_state(SessionState.CLOSED)
         for feed in self._feeds:
             feed._close()
-        if self._tg is not None:
-            self._tg.cancel_scope.cancel()
+        runner = self._runner
+        if runner is not None and not runner.done():
+            runner.cancel()
+            with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+                await asyncio.wait([runner])
+
+    def _runner_done(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or self._closing:
+            return
+        exc = task.exception()
+        log.critical("the session loop of %r died", self, exc_info=exc)
+        self._closing = True
+        if self._conn is not None:
+            self._conn.fail("session loop died")
+        self._fail_all(ClientClosed(f"the session loop died: {exc!r}"))
+        self._end_watches(KeeperState.CLOSED)
+        self._set_state(SessionState.CLOSED)
 
     async def wait_connected(self) -> None:
         """Wait until the session is connected (CONNECTED or RECONNECTED)."""
