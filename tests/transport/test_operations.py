@@ -146,6 +146,7 @@ async def test_multi_applies_all_or_nothing(zk: Client) -> None:
         "DeleteResult",
     ]
     assert results[0].path == "/m/a"  # type: ignore[union-attr]
+    before = await zk.exists("/m")
     with pytest.raises(aiocoord.MultiFailed) as info:
         await zk.multi([Op.create("/m/b"), Op.check("/m", 0), Op.set_data("/m", b"2")])
     failed = info.value
@@ -156,8 +157,9 @@ async def test_multi_applies_all_or_nothing(zk: Client) -> None:
     # nothing of the failed multi was applied
     assert await zk.exists("/m/b") is None
     assert (await zk.get("/m"))[0] == b"1"
+    assert before is not None and await zk.exists("/m") == before
     seq = await zk.multi([Op.create("/m/s-", sequential=True, ephemeral=True)])
-    assert seq[0].path == "/m/s-0000000002"  # type: ignore[union-attr]
+    assert seq[0].path == f"/m/s-{before.cversion:010d}"  # type: ignore[union-attr]
 
 
 async def test_sync_and_pipelined_requests_in_order(zk: Client) -> None:
