@@ -180,33 +180,37 @@ async def expire_session(
 ) -> None:
     """Expire ``client``'s session on the server, as a network partition past the timeout would.
 
-    Opens a second connection with the session's id and password and closes the session there;
-    the server then drops the client's own connection, and its reconnect finds it expired.
+    A second connection presents the session's id and password and closes the session; connect
+    and close go out in one write, before the client (whose connection the server drops when the
+    session moves) can win the session back. Repeated until the server answers "expired".
     """
     session_id, passwd = client.session_id, client.session_password
     if not session_id:
         raise RuntimeError("the client has no session to expire")
     target = host or client.connected_host or client.hosts[0]
     address, _, port = target.rpartition(":")
+    hello = jute.encode_connect(
+        client.last_zxid, int(client.negotiated_timeout * 1000), session_id, passwd, False
+    )
+    close = jute.REQUEST_HEAD.pack(8, 1, OP.CLOSE)
     async with asyncio.timeout(timeout):
-        reader, writer = await asyncio.open_connection(address, int(port))
-        try:
-            writer.write(
-                jute.encode_connect(
-                    client.last_zxid, int(client.negotiated_timeout * 1000), session_id, passwd, False
-                )
-            )
-            size = int.from_bytes(await reader.readexactly(4), "big")
-            reply = await reader.readexactly(size)
-            timeout_ms, got_id, _, _ = jute.decode_connected(reply)
-            if timeout_ms <= 0 or got_id != session_id:
-                return  # already expired
-            writer.write(jute.REQUEST_HEAD.pack(8, 1, OP.CLOSE))
-            await writer.drain()
-            size = int.from_bytes(await reader.readexactly(4), "big")
-            await reader.readexactly(size)
-            log.info("expired session 0x%x on %s", session_id, target)
-        finally:
-            writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
+        while True:
+            reader, writer = await asyncio.open_connection(address, int(port))
+            try:
+                writer.write(hello + close)
+                size = int.from_bytes(await reader.readexactly(4), "big")
+                timeout_ms, _, _, _ = jute.decode_connected(await reader.readexactly(size))
+                if timeout_ms <= 0:
+                    log.info("session 0x%x expired on %s", session_id, target)
+                    return
+                # the close is on its way; read its reply (or the server's hang-up) and check
+                with contextlib.suppress(OSError, asyncio.IncompleteReadError):
+                    size = int.from_bytes(await reader.readexactly(4), "big")
+                    await reader.readexactly(size)
+            except (OSError, asyncio.IncompleteReadError):
+                pass  # the client took the session back first: try again
+            finally:
+                writer.close()
+                with contextlib.suppress(OSError):
+                    await writer.wait_closed()
+            await asyncio.sleep(0.05)

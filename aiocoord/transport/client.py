@@ -38,6 +38,7 @@ from .errors import (
     ConnectError,
     ConnectionLoss,
     CoordError,
+    MarshallingError,
     MultiFailed,
     NodeExists,
     NoNode,
@@ -353,13 +354,13 @@ class Client:
                     except CoordError:
                         pass
                 log.info("session 0x%x closed", self._session_id)
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
         if self._ticker is not None:
             self._ticker.cancel()
             self._ticker = None
-        self._fail_all(ClientClosed("the client is closed"))
+        self._fail_all(ClientClosed("the client is closed"))  # in flight too: before the close
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
         self._end_watches(KeeperState.CLOSED)
         self._set_state(SessionState.CLOSED)
         for feed in self._feeds:
@@ -983,14 +984,18 @@ class Client:
         self, path: str, watcher: Watcher, *, mode: WatchMode = WatchMode.PERSISTENT
     ) -> None:
         """A watch that stays: every change of the node (PERSISTENT) or of its whole subtree
-        (PERSISTENT_RECURSIVE, children changes excepted) until ``remove_watch``."""
+        (PERSISTENT_RECURSIVE, children changes excepted) until ``remove_watch``.
+
+        The server keeps one persistent mode per path and session: adding the other mode on the
+        same path replaces it for every watcher of that path.
+        """
         body = self._encode(OP.ADD_WATCH, self._path(path), int(mode))
         kind = _RECURSIVE if mode == WatchMode.PERSISTENT_RECURSIVE else _PERSISTENT
         await self._submit(OP.ADD_WATCH, body, path, watch=(kind, path, watcher))
 
     async def remove_watch(self, path: str, watcher: Watcher) -> None:
-        """Remove ``watcher`` from every watch on ``path``; the server's watch goes once no
-        watcher of that kind is left."""
+        """Remove ``watcher`` from every watch on ``path``: it is not called again. The server's
+        watch goes once no watcher of that kind is left on the path."""
         server_path = self._path(path)
         emptied: set[int] = set()
         found = False
@@ -1001,17 +1006,28 @@ class Client:
                 del watchers[watcher]
                 if not watchers:
                     del reg[path]
-                    emptied.add(_REMOVE_TYPE[kind])
+                    emptied.add(kind)
         if not found:
             raise NoWatcher(path=path)
-        for wtype in sorted(emptied):
-            if wtype == 2 and (path in self._watches[_DATA] or path in self._watches[_EXIST]):
-                continue
-            body = self._encode(OP.REMOVE_WATCHES, server_path, wtype)
+        data, exist, child = (path in self._watches[k] for k in (_DATA, _EXIST, _CHILD))
+        types = {_REMOVE_TYPE[k] for k in emptied if not (k in (_DATA, _EXIST) and (data or exist))}
+        for wtype in sorted(types):
             try:
-                await self._submit(OP.REMOVE_WATCHES, body, path)
-            except NoWatcher:
-                pass  # already fired on the server
+                await self._remove_server_watch(server_path, path, wtype)
+            except MarshallingError:
+                # ZooKeeper before 3.9 knows no persistent watch types in RemoveWatches; "any"
+                # removes them too, so use it when no one-shot watch on the path would go with it
+                if not (data or exist or child):
+                    await self._remove_server_watch(server_path, path, 3)
+                else:
+                    log.debug("persistent watch on %s stays on the server until %s", path, self)
+
+    async def _remove_server_watch(self, server_path: str, path: str, wtype: int) -> None:
+        body = self._encode(OP.REMOVE_WATCHES, server_path, wtype)
+        try:
+            await self._submit(OP.REMOVE_WATCHES, body, path)
+        except NoWatcher:
+            pass  # it fired on the server meanwhile
 
     async def add_auth(self, scheme: str, credential: str | bytes) -> None:
         """Authenticate this session (``digest``, ``user:password``); sent again on reconnect."""
