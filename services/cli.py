@@ -1,0 +1,37 @@
+"""The ``aiocoord`` command: one entry point that dispatches to the services."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from aiocoord import __version__
+
+from . import demo, zk
+from .common import add_log_option, setup_logging
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="aiocoord",
+        description="asyncio coordination on ZooKeeper: run a local ZooKeeper, or the demo. "
+        "Every long-running command stops gracefully on SIGTERM/SIGINT.",
+    )
+    parser.add_argument("--version", action="version", version=f"aiocoord {__version__}")
+    add_log_option(parser)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    zk.add_parser(sub)
+    demo.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.log_level)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
