@@ -1,0 +1,1 @@
+"""Benchmarks: aiocoord beside kazoo (and aiozk) on the same ZooKeeper, in the same run."""

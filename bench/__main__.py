@@ -1,0 +1,89 @@
+"""``make bench``: every benchmark against one ZooKeeper started here, in one run.
+
+Prints aiocoord beside its baselines with ratios and writes ``bench/results.json``. Figures are
+from a shared 2-core machine: compare ratios within one run, not absolute numbers across runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from aiocoord.testing import ZooKeeperServer
+
+HERE = Path(__file__).resolve().parent
+
+
+def run_client_bench(hosts: str, n1: int, n100: int) -> list[dict[str, Any]]:
+    results = []
+    # a throwaway pass first: a cold JVM would penalise whichever library ran first
+    runs = [("kazoo", "threads", True)] + [
+        (lib, loop, False) for lib, loop in (("aiocoord", "uvloop"), ("aiocoord", "asyncio"), ("kazoo", "threads"), ("aiozk", "uvloop"))
+    ]
+    for lib, loop, warmup in runs:
+        cmd = [sys.executable, "-m", "bench.client", "--lib", lib, "--hosts", hosts,
+               "--n1", str(n1), "--n100", str(n100)]
+        if lib != "kazoo":
+            cmd += ["--loop", loop]
+        print(f"  client benchmark: {lib} ({loop}){' warm-up' if warmup else ''} ...", flush=True)
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=HERE.parent)
+        if out.returncode != 0:
+            print(out.stderr[-2000:], file=sys.stderr)
+            raise SystemExit(f"client benchmark for {lib} failed")
+        if not warmup:
+            results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    return results
+
+
+def print_client_table(results: list[dict[str, Any]]) -> None:
+    by = {(r["lib"], r["loop"]): {(row["op"], row["inflight"]): row for row in r["rows"]} for r in results}
+    base = by[("aiocoord", "uvloop")]
+    print()
+    print("Client: ops/s (CPU us/op) per library; ratio = aiocoord(uvloop) / baseline")
+    header = f"{'op':<7}{'in flight':>10}  " + "".join(f"{lib + ' ' + loop:>24}" for lib, loop in by)
+    print(header + f"{'vs kazoo':>10}{'vs aiozk':>10}")
+    for key in base:
+        cells = "".join(f"{by[k][key]['ops_per_s']:>13,.0f} ({by[k][key]['cpu_us_per_op']:>6.0f}us)" for k in by)
+        vs_kazoo = base[key]["ops_per_s"] / by[("kazoo", "threads")][key]["ops_per_s"]
+        vs_aiozk = base[key]["ops_per_s"] / by[("aiozk", "uvloop")][key]["ops_per_s"]
+        print(f"{key[0]:<7}{key[1]:>10}  {cells}{vs_kazoo:>9.1f}x{vs_aiozk:>9.1f}x")
+    print()
+    print("Latency, 1 in flight: p50 / p99 ms")
+    for key in base:
+        if key[1] != 1:
+            continue
+        cells = "".join(f"{by[k][key]['p50_ms']:>10.3f} /{by[k][key]['p99_ms']:>7.3f}" for k in by)
+        print(f"{key[0]:<7}{cells}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="fewer requests (a smoke run)")
+    args = parser.parse_args()
+    n1, n100 = (200, 1000) if args.quick else (2000, 10000)
+    started = time.time()
+    machine = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "processor": platform.processor() or platform.machine(),
+    }
+    print(f"machine: {machine}")
+    with ZooKeeperServer() as server:
+        print(f"ZooKeeper at {server.hosts}")
+        client = run_client_bench(server.hosts, n1, n100)
+    print_client_table(client)
+    out = {"machine": machine, "started": started, "quick": args.quick, "client": client}
+    (HERE / "results.json").write_text(json.dumps(out, indent=2))
+    print(f"\nwrote {HERE / 'results.json'}")
+
+
+if __name__ == "__main__":
+    main()

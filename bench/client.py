@@ -1,0 +1,180 @@
+"""One client library, one process: get / set / create throughput and CPU per request.
+
+Run as ``python -m bench.client --lib aiocoord|kazoo|aiozk --hosts H``; prints one JSON object.
+Each library runs in its own process so that process CPU time is that library's alone (kazoo's
+I/O thread included). "in flight" is a sliding window: a new request goes out as one completes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import threading
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+PAYLOAD = b"x" * 100
+OPS = ("get", "set", "create")
+
+
+def _summary(op: str, inflight: int, n: int, wall: float, cpu: float, lat: list[float]) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "op": op,
+        "inflight": inflight,
+        "n": n,
+        "ops_per_s": n / wall,
+        "cpu_us_per_op": cpu / n * 1e6,
+    }
+    if lat:
+        lat.sort()
+        row["p50_ms"] = statistics.median(lat) * 1000
+        row["p99_ms"] = lat[int(len(lat) * 0.99) - 1] * 1000
+    return row
+
+
+async def _async_bench(
+    call: Callable[[str, int], Awaitable[object]], op: str, inflight: int, n: int
+) -> dict[str, Any]:
+    lat: list[float] = []
+    counter = iter(range(n))
+
+    async def worker() -> None:
+        for i in counter:
+            t0 = time.perf_counter()
+            await call(op, i)
+            if inflight == 1:
+                lat.append(time.perf_counter() - t0)
+
+    wall0, cpu0 = time.perf_counter(), time.process_time()
+    await asyncio.gather(*(worker() for _ in range(inflight)))
+    return _summary(op, inflight, n, time.perf_counter() - wall0, time.process_time() - cpu0, lat)
+
+
+async def bench_aiocoord(hosts: str, root: str, plan: list[tuple[str, int, int]]) -> list[dict[str, Any]]:
+    import aiocoord
+
+    async with aiocoord.Client(hosts) as zk:
+        await zk.ensure_path(root)
+        await zk.create(f"{root}/node", PAYLOAD)
+
+        async def call(op: str, i: int) -> object:
+            if op == "get":
+                return await zk.get(f"{root}/node")
+            if op == "set":
+                return await zk.set(f"{root}/node", PAYLOAD)
+            return await zk.create(f"{root}/c-", PAYLOAD, sequential=True)
+
+        rows = [await _async_bench(call, op, k, n) for op, k, n in plan]
+        await zk.delete(root, recursive=True)
+    return rows
+
+
+async def bench_aiozk(hosts: str, root: str, plan: list[tuple[str, int, int]]) -> list[dict[str, Any]]:
+    from aiozk import ZKClient
+
+    zk = ZKClient(hosts, session_timeout=10)
+    await zk.start()
+    try:
+        await zk.ensure_path(root)
+        await zk.create(f"{root}/node", PAYLOAD)
+
+        async def call(op: str, i: int) -> object:
+            if op == "get":
+                return await zk.get(f"{root}/node")
+            if op == "set":
+                return await zk.set(f"{root}/node", PAYLOAD, -1)
+            return await zk.create(f"{root}/c-", PAYLOAD, sequential=True)
+
+        rows = [await _async_bench(call, op, k, n) for op, k, n in plan]
+        await zk.deleteall(root)
+    finally:
+        await zk.close()
+    return rows
+
+
+def bench_kazoo(hosts: str, root: str, plan: list[tuple[str, int, int]]) -> list[dict[str, Any]]:
+    from kazoo.client import KazooClient
+
+    zk = KazooClient(hosts=hosts, timeout=10)
+    zk.start(timeout=15)
+    zk.ensure_path(root)
+    zk.create(f"{root}/node", PAYLOAD)
+
+    def issue(op: str) -> Any:
+        if op == "get":
+            return zk.get_async(f"{root}/node")
+        if op == "set":
+            return zk.set_async(f"{root}/node", PAYLOAD)
+        return zk.create_async(f"{root}/c-", PAYLOAD, sequence=True)
+
+    rows = []
+    for op, inflight, n in plan:
+        lat: list[float] = []
+        done = threading.Event()
+        lock = threading.Lock()
+        state = {"issued": 0, "completed": 0}
+
+        def launch() -> None:
+            with lock:
+                if state["issued"] >= n:
+                    return
+                state["issued"] += 1
+            t0 = time.perf_counter()
+            result = issue(op)
+
+            def finished(res: Any, t0: float = t0) -> None:
+                res.get()  # raise on error
+                if inflight == 1:
+                    lat.append(time.perf_counter() - t0)
+                with lock:
+                    state["completed"] += 1
+                    last = state["completed"] == n
+                if last:
+                    done.set()
+                else:
+                    launch()
+
+            result.rawlink(finished)
+
+        wall0, cpu0 = time.perf_counter(), time.process_time()
+        for _ in range(inflight):
+            launch()
+        if not done.wait(300):
+            raise TimeoutError(f"kazoo {op} x{n} did not finish")
+        rows.append(_summary(op, inflight, n, time.perf_counter() - wall0, time.process_time() - cpu0, lat))
+    zk.delete(root, recursive=True)
+    zk.stop()
+    zk.close()
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--lib", choices=["aiocoord", "kazoo", "aiozk"], required=True)
+    parser.add_argument("--hosts", required=True)
+    parser.add_argument("--n1", type=int, default=2000, help="requests per op, 1 in flight")
+    parser.add_argument("--n100", type=int, default=10000, help="requests per op, 100 in flight")
+    parser.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop")
+    args = parser.parse_args()
+    plan = [(op, 1, args.n1) for op in OPS] + [(op, 100, args.n100) for op in OPS]
+    root = f"/bench-client-{uuid.uuid4().hex[:8]}"
+    if args.lib == "kazoo":
+        rows = bench_kazoo(args.hosts, root, plan)
+    else:
+        fn = bench_aiocoord if args.lib == "aiocoord" else bench_aiozk
+        if args.loop == "uvloop":
+            import uvloop
+
+            rows = uvloop.run(fn(args.hosts, root, plan))
+        else:
+            rows = asyncio.run(fn(args.hosts, root, plan))
+    loop = "threads" if args.lib == "kazoo" else args.loop
+    print(json.dumps({"lib": args.lib, "loop": loop, "rows": rows}))
+
+
+if __name__ == "__main__":
+    main()
