@@ -25,11 +25,28 @@ def run_client_bench(hosts: str, n1: int, n100: int) -> list[dict[str, Any]]:
     results = []
     # a throwaway pass first: a cold JVM would penalise whichever library ran first
     runs = [("kazoo", "threads", True)] + [
-        (lib, loop, False) for lib, loop in (("aiocoord", "uvloop"), ("aiocoord", "asyncio"), ("kazoo", "threads"), ("aiozk", "uvloop"))
+        (lib, loop, False)
+        for lib, loop in (
+            ("aiocoord", "uvloop"),
+            ("aiocoord", "asyncio"),
+            ("kazoo", "threads"),
+            ("aiozk", "uvloop"),
+        )
     ]
     for lib, loop, warmup in runs:
-        cmd = [sys.executable, "-m", "bench.client", "--lib", lib, "--hosts", hosts,
-               "--n1", str(n1), "--n100", str(n100)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "bench.client",
+            "--lib",
+            lib,
+            "--hosts",
+            hosts,
+            "--n1",
+            str(n1),
+            "--n100",
+            str(n100),
+        ]
         if lib != "kazoo":
             cmd += ["--loop", loop]
         print(f"  client benchmark: {lib} ({loop}){' warm-up' if warmup else ''} ...", flush=True)
@@ -43,14 +60,21 @@ def run_client_bench(hosts: str, n1: int, n100: int) -> list[dict[str, Any]]:
 
 
 def print_client_table(results: list[dict[str, Any]]) -> None:
-    by = {(r["lib"], r["loop"]): {(row["op"], row["inflight"]): row for row in r["rows"]} for r in results}
+    by = {
+        (r["lib"], r["loop"]): {(row["op"], row["inflight"]): row for row in r["rows"]}
+        for r in results
+    }
     base = by[("aiocoord", "uvloop")]
     print()
     print("Client: ops/s (CPU us/op) per library; ratio = aiocoord(uvloop) / baseline")
-    header = f"{'op':<7}{'in flight':>10}  " + "".join(f"{lib + ' ' + loop:>24}" for lib, loop in by)
+    header = f"{'op':<7}{'in flight':>10}  " + "".join(
+        f"{lib + ' ' + loop:>24}" for lib, loop in by
+    )
     print(header + f"{'vs kazoo':>10}{'vs aiozk':>10}")
     for key in base:
-        cells = "".join(f"{by[k][key]['ops_per_s']:>13,.0f} ({by[k][key]['cpu_us_per_op']:>6.0f}us)" for k in by)
+        cells = "".join(
+            f"{by[k][key]['ops_per_s']:>13,.0f} ({by[k][key]['cpu_us_per_op']:>6.0f}us)" for k in by
+        )
         vs_kazoo = base[key]["ops_per_s"] / by[("kazoo", "threads")][key]["ops_per_s"]
         vs_aiozk = base[key]["ops_per_s"] / by[("aiozk", "uvloop")][key]["ops_per_s"]
         print(f"{key[0]:<7}{key[1]:>10}  {cells}{vs_kazoo:>9.1f}x{vs_aiozk:>9.1f}x")

@@ -21,7 +21,9 @@ PAYLOAD = b"x" * 100
 OPS = ("get", "set", "create")
 
 
-def _summary(op: str, inflight: int, n: int, wall: float, cpu: float, lat: list[float]) -> dict[str, Any]:
+def _summary(
+    op: str, inflight: int, n: int, wall: float, cpu: float, lat: list[float]
+) -> dict[str, Any]:
     row: dict[str, Any] = {
         "op": op,
         "inflight": inflight,
@@ -54,7 +56,9 @@ async def _async_bench(
     return _summary(op, inflight, n, time.perf_counter() - wall0, time.process_time() - cpu0, lat)
 
 
-async def bench_aiocoord(hosts: str, root: str, plan: list[tuple[str, int, int]]) -> list[dict[str, Any]]:
+async def bench_aiocoord(
+    hosts: str, root: str, plan: list[tuple[str, int, int]]
+) -> list[dict[str, Any]]:
     import aiocoord
 
     async with aiocoord.Client(hosts) as zk:
@@ -73,7 +77,9 @@ async def bench_aiocoord(hosts: str, root: str, plan: list[tuple[str, int, int]]
     return rows
 
 
-async def bench_aiozk(hosts: str, root: str, plan: list[tuple[str, int, int]]) -> list[dict[str, Any]]:
+async def bench_aiozk(
+    hosts: str, root: str, plan: list[tuple[str, int, int]]
+) -> list[dict[str, Any]]:
     from aiozk import ZKClient
 
     zk = ZKClient(hosts, session_timeout=10)
@@ -96,6 +102,37 @@ async def bench_aiozk(hosts: str, root: str, plan: list[tuple[str, int, int]]) -
     return rows
 
 
+class _KazooWindow:
+    """A sliding window over kazoo's async API: each completion issues the next request."""
+
+    def __init__(self, issue: Callable[[], Any], n: int, *, record: bool) -> None:
+        self.issue, self.n, self.record = issue, n, record
+        self.latencies: list[float] = []
+        self.done = threading.Event()
+        self._lock = threading.Lock()
+        self._issued = self._completed = 0
+
+    def launch(self) -> None:
+        with self._lock:
+            if self._issued >= self.n:
+                return
+            self._issued += 1
+        t0 = time.perf_counter()
+        self.issue().rawlink(lambda res: self._finished(res, t0))
+
+    def _finished(self, result: Any, t0: float) -> None:
+        result.get()  # raises the request's error, if any
+        if self.record:
+            self.latencies.append(time.perf_counter() - t0)
+        with self._lock:
+            self._completed += 1
+            last = self._completed == self.n
+        if last:
+            self.done.set()
+        else:
+            self.launch()
+
+
 def bench_kazoo(hosts: str, root: str, plan: list[tuple[str, int, int]]) -> list[dict[str, Any]]:
     from kazoo.client import KazooClient
 
@@ -113,39 +150,14 @@ def bench_kazoo(hosts: str, root: str, plan: list[tuple[str, int, int]]) -> list
 
     rows = []
     for op, inflight, n in plan:
-        lat: list[float] = []
-        done = threading.Event()
-        lock = threading.Lock()
-        state = {"issued": 0, "completed": 0}
-
-        def launch() -> None:
-            with lock:
-                if state["issued"] >= n:
-                    return
-                state["issued"] += 1
-            t0 = time.perf_counter()
-            result = issue(op)
-
-            def finished(res: Any, t0: float = t0) -> None:
-                res.get()  # raise on error
-                if inflight == 1:
-                    lat.append(time.perf_counter() - t0)
-                with lock:
-                    state["completed"] += 1
-                    last = state["completed"] == n
-                if last:
-                    done.set()
-                else:
-                    launch()
-
-            result.rawlink(finished)
-
+        window = _KazooWindow(lambda op=op: issue(op), n, record=inflight == 1)
         wall0, cpu0 = time.perf_counter(), time.process_time()
         for _ in range(inflight):
-            launch()
-        if not done.wait(300):
+            window.launch()
+        if not window.done.wait(300):
             raise TimeoutError(f"kazoo {op} x{n} did not finish")
-        rows.append(_summary(op, inflight, n, time.perf_counter() - wall0, time.process_time() - cpu0, lat))
+        wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+        rows.append(_summary(op, inflight, n, wall, cpu, window.latencies))
     zk.delete(root, recursive=True)
     zk.stop()
     zk.close()

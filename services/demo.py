@@ -23,6 +23,7 @@ from aiocoord.testing import ZooKeeperEnsemble, ZooKeeperNotFound, expire_sessio
 
 log = logging.getLogger("aiocoord.demo")
 
+
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     demo = sub.add_parser(
         "demo",
@@ -39,12 +40,14 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     demo.set_defaults(func=run_demo)
 
+
 @dataclass
 class Step:
     name: str
     seconds: float = 0.0
     ok: bool = False
     detail: str = ""
+
 
 @dataclass
 class Demo:
@@ -67,6 +70,7 @@ class Demo:
             mark = "ok" if step.ok else "FAILED"
             print(f"    {mark} in {step.seconds:.2f}s  {step.detail}", flush=True)
 
+
 async def _wait_state(feed: aiocoord.SessionFeed, state: SessionState) -> list[str]:
     seen = []
     async for event in feed:
@@ -75,11 +79,15 @@ async def _wait_state(feed: aiocoord.SessionFeed, state: SessionState) -> list[s
             return seen
     raise RuntimeError(f"session closed before {state.value}")
 
+
 async def _demo(d: Demo) -> None:
     async with d.step("open a session") as s:
         zk = Client(d.hosts, namespace="/aiocoord-demo", session_timeout=8)
         await zk.__aenter__()
-        s.detail = f"session 0x{zk.session_id:x} on {zk.connected_host}, timeout {zk.negotiated_timeout:g}s"
+        s.detail = (
+            f"session 0x{zk.session_id:x} on {zk.connected_host},"
+            f" timeout {zk.negotiated_timeout:g}s"
+        )
     try:
         async with (
             Client(d.hosts, namespace="/aiocoord-demo") as writer,
@@ -90,7 +98,12 @@ async def _demo(d: Demo) -> None:
                 await writer.create("/config", b'{"version": 1}')
                 fired = anyio.Event()
                 seen: list[aiocoord.WatchEvent] = []
-                await zk.get("/config", watch=lambda e: (seen.append(e), fired.set()))
+
+                def on_change(event: aiocoord.WatchEvent) -> None:
+                    seen.append(event)
+                    fired.set()
+
+                await zk.get("/config", watch=on_change)
                 t0 = time.perf_counter()
                 await writer.set("/config", b'{"version": 2}')
                 await fired.wait()
@@ -137,9 +150,11 @@ async def _demo(d: Demo) -> None:
         with anyio.CancelScope(shield=True):
             await zk.aclose()
 
+
 async def _reads(zk: Client, n: int) -> None:
     for _ in range(n):
         await zk.exists("/config")
+
 
 def _summary(d: Demo) -> None:
     width = max(len(s.name) for s in d.steps)
@@ -148,6 +163,7 @@ def _summary(d: Demo) -> None:
     print(f"{'-' * width}  ------  -------")
     for s in d.steps:
         print(f"{s.name:<{width}}  {'ok' if s.ok else 'FAILED':<6}  {s.seconds:>6.2f}s")
+
 
 def run_demo(args: argparse.Namespace) -> int:
     ensemble: ZooKeeperEnsemble | None = None
@@ -178,6 +194,7 @@ def run_demo(args: argparse.Namespace) -> int:
         return 1
     print(f"\ndemo finished in {time.perf_counter() - started:.1f}s")
     return 0
+
 
 async def _run_guarded(d: Demo) -> str:
     """'' on success, else the name of the step that failed."""

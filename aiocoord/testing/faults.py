@@ -49,20 +49,12 @@ class TcpProxy:
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def _call(self, coro_fn: object) -> object:
-        async def run() -> object:
-            return coro_fn() if callable(coro_fn) else None
-
-        return asyncio.run_coroutine_threadsafe(run(), self._loop).result(timeout=10)
-
     def start(self) -> Self:
         self._thread.start()
 
         async def serve() -> int:
             self._flowing.set()
-            self._server = await asyncio.start_server(
-                self._handle, "127.0.0.1", self._listen_port
-            )
+            self._server = await asyncio.start_server(self._handle, "127.0.0.1", self._listen_port)
             port: int = self._server.sockets[0].getsockname()[1]
             return port
 
@@ -175,9 +167,11 @@ def _reset(writer: asyncio.StreamWriter) -> None:
         transport.abort()
 
 
-async def expire_session(
-    client: Client, *, host: str | None = None, timeout: float = 10.0
-) -> None:
+#: how long expire_session() keeps trying before it gives up with TimeoutError
+EXPIRE_DEADLINE = 15.0
+
+
+async def expire_session(client: Client, *, host: str | None = None) -> None:
     """Expire ``client``'s session on the server, as a network partition past the timeout would.
 
     A second connection presents the session's id and password and closes the session; connect
@@ -193,7 +187,7 @@ async def expire_session(
         client.last_zxid, int(client.negotiated_timeout * 1000), session_id, passwd, False
     )
     close = jute.REQUEST_HEAD.pack(8, 1, OP.CLOSE)
-    async with asyncio.timeout(timeout):
+    async with asyncio.timeout(EXPIRE_DEADLINE):
         while True:
             reader, writer = await asyncio.open_connection(address, int(port))
             try:

@@ -417,9 +417,11 @@ class ZooKeeperEnsemble:
         deadline = time.monotonic() + timeout
         indexes = list(members) if members is not None else None
         while time.monotonic() < deadline:
-            want = indexes if indexes is not None else [
-                i for i, m in enumerate(self.members) if m.running
-            ]
+            want = (
+                indexes
+                if indexes is not None
+                else [i for i, m in enumerate(self.members) if m.running]
+            )
             modes = self.modes()
             if all(modes[i] in ("leader", "follower") for i in want):
                 return

@@ -1,4 +1,4 @@
-"""The wire: aiocoord's own ZooKeeper client (jute records over asyncio.Protocol) and its session."""
+"""The wire: aiocoord's own ZooKeeper client (jute over asyncio.Protocol) and its session."""
 
 from .client import MAX_PACKET, Client, SessionFeed, Watcher, parse_hosts
 from .paths import Chroot, join, parent, validate_path

@@ -21,11 +21,12 @@ when the connection dies: reads are sent again after the reconnect; writes fail 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from types import TracebackType
 from typing import Any, Final, Self
 
@@ -322,7 +323,7 @@ class Client:
         except BaseException:
             await self._shutdown()
             raise
-        if self._state is SessionState.CLOSED:
+        if self._closing:
             raise ClientClosed("the client closed while connecting")
         if self._chroot.prefix:
             await self._ensure_namespace()
@@ -349,10 +350,8 @@ class Client:
             if conn is not None and conn.active and not conn.dead:
                 fut = self._send_now(conn, OP.CLOSE, b"", None, jute.REPLIES[OP.CLOSE].read)
                 with anyio.move_on_after(min(2.0, self._timeout / 3)):
-                    try:
+                    with suppress(CoordError):
                         await fut
-                    except CoordError:
-                        pass
                 log.info("session 0x%x closed", self._session_id)
         if self._ticker is not None:
             self._ticker.cancel()
@@ -385,11 +384,10 @@ class Client:
 
     async def wait_connected(self) -> None:
         """Wait until the session is connected (CONNECTED or RECONNECTED)."""
-        if self._state is SessionState.CLOSED:
-            raise ClientClosed("the client is closed")
-        assert self._live is not None
+        if self._closing or self._live is None:
+            raise ClientClosed("the client is closed" if self._closing else "not open")
         await self._live.wait()
-        if self._state is SessionState.CLOSED:
+        if self._closing:
             raise ClientClosed("the client is closed")
 
     @asynccontextmanager
@@ -527,9 +525,7 @@ class Client:
 
     def _send_set_watches(self, conn: Connection, opcode: int, chunk: list[list[str]]) -> None:
         fields = chunk if opcode == OP.SET_WATCHES2 else chunk[:3]
-        conn.write_request(
-            XID.SET_WATCHES, opcode, self._encode(opcode, self._last_zxid, *fields)
-        )
+        conn.write_request(XID.SET_WATCHES, opcode, self._encode(opcode, self._last_zxid, *fields))
 
     # -- events from the connection --------------------------------------------------------
     def connection_lost(self, conn: Connection, reason: str) -> None:
@@ -543,7 +539,6 @@ class Client:
         assert loop is not None
         now = loop.time()
         for req in conn.pending.values():
-            assert isinstance(req, _Request)
             if req.future.done():
                 continue
             if req.opcode in _RETRYABLE_OPS and req.deadline > now:
@@ -576,7 +571,6 @@ class Client:
                 self._last_zxid = zxid
             if req is None:
                 return  # its deadline ran out before the reply came
-            assert isinstance(req, _Request)
             self._complete(req, frame, err)
         elif xid == XID.NOTIFICATION:
             try:
@@ -697,13 +691,12 @@ class Client:
             feed._push(event)
 
     def _fail_all(self, exc: CoordError) -> None:
-        pending: list[object] = list(self._backlog)
+        pending: list[_Request] = list(self._backlog)
         self._backlog.clear()
         if self._conn is not None:
             pending.extend(self._conn.pending.values())
             self._conn.pending.clear()
         for req in pending:
-            assert isinstance(req, _Request)
             if not req.future.done():
                 req.future.set_exception(exc)
         while self._auth_waiters:
@@ -753,7 +746,6 @@ class Client:
             pending = conn.pending
             for xid in list(pending):
                 req = pending[xid]
-                assert isinstance(req, _Request)
                 if req.deadline > now:
                     break  # replies come in order; so do deadlines, nearly
                 del pending[xid]
@@ -810,7 +802,9 @@ class Client:
         watch: tuple[int, str, Watcher] | None = None,
     ) -> asyncio.Future[Any]:
         if self._closing or not self._opened:
-            raise ClientClosed("the client is closed" if self._closing else "the client is not open")
+            raise ClientClosed(
+                "the client is closed" if self._closing else "the client is not open"
+            )
         loop = self._loop
         assert loop is not None
         fut = loop.create_future()
@@ -894,10 +888,8 @@ class Client:
             missing.append(node)
             node = parent(node)
         for node in reversed(missing):
-            try:
+            with suppress(NodeExists):
                 await self.create(node, acl=acl)
-            except NodeExists:
-                pass
 
     async def delete(self, path: str, version: int = -1, *, recursive: bool = False) -> None:
         """Delete a znode (only at ``version`` unless -1). ``recursive`` deletes its subtree
@@ -909,10 +901,8 @@ class Client:
                 return
             for kid in kids:
                 await self.delete(f"{path.rstrip('/')}/{kid}", recursive=True)
-            try:
+            with suppress(NoNode):
                 await self.delete(path, version)
-            except NoNode:
-                pass
             return
         body = self._encode(OP.DELETE, self._path(path), version)
         await self._submit(OP.DELETE, body, path)
@@ -922,7 +912,7 @@ class Client:
         body = self._encode(OP.EXISTS, self._path(path), watch is not None)
         w = (_DATA, path, watch) if watch is not None else None
         result = await self._submit(OP.EXISTS, body, path, watch=w)
-        return None if result is None else result[0]  # type: ignore[no-any-return]
+        return None if result is None else result[0]
 
     async def get(self, path: str, *, watch: Watcher | None = None) -> tuple[bytes, ZnodeStat]:
         """The znode's data and stat. ``watch`` fires once on data change or delete."""
@@ -1024,10 +1014,8 @@ class Client:
 
     async def _remove_server_watch(self, server_path: str, path: str, wtype: int) -> None:
         body = self._encode(OP.REMOVE_WATCHES, server_path, wtype)
-        try:
+        with contextlib.suppress(NoWatcher):  # it fired on the server meanwhile
             await self._submit(OP.REMOVE_WATCHES, body, path)
-        except NoWatcher:
-            pass  # it fired on the server meanwhile
 
     async def add_auth(self, scheme: str, credential: str | bytes) -> None:
         """Authenticate this session (``digest``, ``user:password``); sent again on reconnect."""
@@ -1120,10 +1108,8 @@ class Client:
             node = parent(node)
         for node in reversed(nodes):
             body = self._encode(OP.CREATE, node, b"", self._default_acl, 0)
-            try:
+            with suppress(NodeExists):
                 await self._submit(OP.CREATE, body, node)
-            except NodeExists:
-                pass
 
 
 class _Expired(Exception):
@@ -1144,4 +1130,3 @@ def _call_watcher(watcher: Watcher, event: WatchEvent) -> None:
         watcher(event)
     except Exception:
         log.exception("watcher %r failed on %s", watcher, event)
-

@@ -8,8 +8,9 @@ out as one ``transport.write`` (one syscall), scheduled with a single ``call_soo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
-from typing import Protocol, cast
+from typing import Any, Protocol, cast
 
 from .errors import ProtocolError
 from .jute import INT, REQUEST_HEAD
@@ -52,8 +53,9 @@ class Connection(asyncio.Protocol):
         self.loop = loop
         self.transport: asyncio.Transport | None = None
         self.handshake: asyncio.Future[bytes] = loop.create_future()
-        #: requests in flight on this connection, by xid (replies come back in order)
-        self.pending: dict[int, object] = {}
+        #: requests in flight on this connection, by xid (replies come back in order); the
+        #: session owns what the values are
+        self.pending: dict[int, Any] = {}
         self.active = False  # frames go to the owner only once it has taken the session
         self.dead = False
         #: set once the connection is dead, for whoever waits on it
@@ -70,10 +72,8 @@ class Connection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
         sock = transport.get_extra_info("socket")
         if sock is not None:
-            try:
+            with contextlib.suppress(OSError):  # not a TCP socket
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:  # pragma: no cover - not a TCP socket
-                pass
 
     def data_received(self, data: bytes) -> None:
         self.last_recv = self.loop.time()

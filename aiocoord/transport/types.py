@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import base64
-import hashlib
 import enum
+import hashlib
 from dataclasses import dataclass
 from typing import NamedTuple
 

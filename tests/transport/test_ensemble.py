@@ -33,9 +33,10 @@ async def test_ensemble_wide_reads_see_writes_after_sync(
     zk_ensemble: ZooKeeperEnsemble, namespace: str
 ) -> None:
     members = [m.address for m in zk_ensemble.members]
-    async with Client(members[0], namespace=namespace) as a, Client(
-        members[1], namespace=namespace
-    ) as b:
+    async with (
+        Client(members[0], namespace=namespace) as a,
+        Client(members[1], namespace=namespace) as b,
+    ):
         await a.create("/x", b"1")
         await b.sync("/x")
         assert (await b.get("/x"))[0] == b"1"

@@ -52,9 +52,7 @@ async def test_kazoo_nodes_and_watches_interoperate(zk: Client, kazoo: KazooClie
     assert event.type is EventType.NODE_CHILDREN_CHANGED and event.path == "/"
 
 
-async def test_aiozk_nodes_and_watches_interoperate(
-    zk: Client, zk_server: ZooKeeperServer
-) -> None:
+async def test_aiozk_nodes_and_watches_interoperate(zk: Client, zk_server: ZooKeeperServer) -> None:
     other = ZKClient(zk_server.hosts, chroot=zk.namespace, session_timeout=10)
     with anyio.fail_after(15):
         await other.start()

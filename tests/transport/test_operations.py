@@ -13,6 +13,7 @@ from aiocoord import (
     READ_ACL_UNSAFE,
     BadVersion,
     Client,
+    EventType,
     InvalidACL,
     NoAuth,
     NoChildrenForEphemerals,
@@ -24,6 +25,7 @@ from aiocoord import (
     digest_acl,
 )
 from aiocoord.testing import ZooKeeperServer
+from tests.helpers import Recorder
 
 pytestmark = pytest.mark.both_loops
 
@@ -98,10 +100,12 @@ async def test_container_and_ttl_nodes_are_removed_by_the_server(zk: Client) -> 
     await zk.create("/box/item")
     await zk.delete("/box/item")
     await zk.create("/ttl", b"t", ttl=0.5)
+    box_gone, ttl_gone = Recorder(), Recorder()
+    await zk.exists("/box", watch=box_gone)
+    await zk.exists("/ttl", watch=ttl_gone)
     # the server's container manager runs every second in the test servers
-    with anyio.fail_after(15):
-        while await zk.exists("/box") is not None or await zk.exists("/ttl") is not None:
-            await anyio.sleep(0.2)
+    assert [e.type for e in await box_gone.wait(timeout=15)] == [EventType.NODE_DELETED]
+    assert [e.type for e in await ttl_gone.wait(timeout=15)] == [EventType.NODE_DELETED]
     with pytest.raises(ValueError):
         await zk.create("/bad", ephemeral=True, ttl=1)
     with pytest.raises(ValueError):
@@ -170,7 +174,7 @@ async def test_sync_and_pipelined_requests_in_order(zk: Client) -> None:
         for i in range(200):
             tg.start_soon(zk.set, "/counter", str(i).encode())
     await zk.sync("/counter")
-    data, stat = await zk.get("/counter")
+    _, stat = await zk.get("/counter")
     assert stat.version == 200
 
 

@@ -206,9 +206,7 @@ async def test_stalled_first_host_connects_through_the_second(
     proxy.stall()  # accepts TCP, never answers the handshake
     hosts = f"{proxy.address},{zk_server.hosts}"
     with anyio.fail_after(10):
-        async with Client(
-            hosts, namespace=namespace, session_timeout=4, shuffle_hosts=False
-        ) as zk:
+        async with Client(hosts, namespace=namespace, session_timeout=4, shuffle_hosts=False) as zk:
             assert zk.connected_host == zk_server.hosts
             await zk.create("/ok")
 

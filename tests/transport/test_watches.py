@@ -40,9 +40,7 @@ async def test_one_shot_watches_fire_once_with_typed_events(zk: Client) -> None:
     await zk.create("/later")
     await zk.create("/dir/kid")
     await settle(zk)
-    assert [(e.type, e.path) for e in await data_w.wait()] == [
-        (EventType.NODE_DATA_CHANGED, "/n")
-    ]
+    assert [(e.type, e.path) for e in await data_w.wait()] == [(EventType.NODE_DATA_CHANGED, "/n")]
     assert [(e.type, e.path) for e in await exist_w.wait()] == [(EventType.NODE_CREATED, "/later")]
     assert [(e.type, e.path) for e in await child_w.wait()] == [
         (EventType.NODE_CHILDREN_CHANGED, "/dir")
