@@ -1,0 +1,79 @@
+"""The ``aiocoord`` command: help that explains, ``zk start`` in the foreground, the demo."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import anyio
+
+from aiocoord import Client
+from aiocoord.testing import free_port
+
+
+def aiocoord_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "services", *args]
+
+
+def test_help_lists_the_commands() -> None:
+    out = subprocess.run(aiocoord_cmd("--help"), capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0
+    assert "zk" in out.stdout and "demo" in out.stdout
+    out = subprocess.run(
+        aiocoord_cmd("zk", "start", "--help"), capture_output=True, text=True, timeout=30
+    )
+    assert out.returncode == 0
+    assert "--ensemble" in out.stdout and "--data-dir" in out.stdout
+
+
+def test_unknown_command_is_a_usage_error() -> None:
+    out = subprocess.run(aiocoord_cmd("frobnicate"), capture_output=True, text=True, timeout=30)
+    assert out.returncode == 2
+    assert "invalid choice" in out.stderr
+
+
+async def test_zk_start_serves_until_sigterm() -> None:
+    port = free_port()
+    with subprocess.Popen(
+        aiocoord_cmd("zk", "start", "--port", str(port)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        await _serve_until_sigterm(proc, port)
+
+
+async def _serve_until_sigterm(proc: subprocess.Popen[str], port: int) -> None:
+    try:
+        assert proc.stdout is not None
+        with anyio.fail_after(60):
+            line = await anyio.to_thread.run_sync(proc.stdout.readline)
+        assert line.strip() == f"127.0.0.1:{port}"
+        async with Client(line.strip()) as zk:
+            await zk.create("/hello", b"world")
+            assert (await zk.get("/hello"))[0] == b"world"
+        os.kill(proc.pid, signal.SIGTERM)
+        with anyio.fail_after(20):
+            _, err = await anyio.to_thread.run_sync(proc.communicate)
+        assert proc.returncode == 0
+        assert "stopping ZooKeeper" in err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_demo_runs_end_to_end() -> None:
+    out = subprocess.run(aiocoord_cmd("demo"), capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stdout + out.stderr
+    for step in (
+        "open a session",
+        "write, watch, get notified",
+        "kill -9 the ZooKeeper member under the session",
+        "server-side session expiry",
+    ):
+        assert f"{step}" in out.stdout
+    assert "FAILED" not in out.stdout
+    assert "demo finished" in out.stdout
