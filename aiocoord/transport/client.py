@@ -1063,9 +1063,9 @@ class Client:
         )
         for i, res in enumerate(results):
             if isinstance(res, ZooKeeperError) and not isinstance(res, RolledBack):
-                if i < len(ops):
-                    res.path = ops[i].path
-                raise MultiFailed(list(results), i, res)
+                cause = error_for_code(res.code, ops[i].path if i < len(ops) else None)
+                results[i] = cause
+                raise MultiFailed(list(results), i, cause)
         return results  # type: ignore[return-value]
 
     def _decode_multi(self, frame: bytes, pos: int) -> list[OpResult | ZooKeeperError]:
