@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import anyio
+from anyio.abc import ByteReceiveStream
+from anyio.streams.buffered import BufferedByteReceiveStream
 
 from aiocoord import SessionFeed, SessionState, WatchEvent
 
@@ -35,3 +37,26 @@ class Recorder:
                 self._changed = anyio.Event()
                 await self._changed.wait()
         return self.events
+
+
+async def read_line(stream: ByteReceiveStream, timeout: float) -> str:
+    """One line from a subprocess's output stream, bounded."""
+    buffered = _buffers.setdefault(id(stream), BufferedByteReceiveStream(stream))
+    with anyio.fail_after(timeout):
+        return (await buffered.receive_until(b"\n", 65536)).decode()
+
+
+async def read_rest(stream: ByteReceiveStream, timeout: float) -> str:
+    """Everything left on a subprocess's output stream until it closes, bounded."""
+    buffered = _buffers.setdefault(id(stream), BufferedByteReceiveStream(stream))
+    chunks = []
+    with anyio.fail_after(timeout):
+        try:
+            while True:
+                chunks.append(await buffered.receive())
+        except (anyio.EndOfStream, anyio.ClosedResourceError):
+            pass
+    return b"".join(chunks).decode()
+
+
+_buffers: dict[int, BufferedByteReceiveStream] = {}

@@ -3,17 +3,17 @@ ephemeral nodes go at once instead of after the session timeout)."""
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
 import sys
 import textwrap
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from aiocoord import Client
 from aiocoord.testing import ZooKeeperServer
+from tests.helpers import read_line, read_rest
 
 SERVICE = textwrap.dedent(
     """
@@ -35,37 +35,27 @@ SERVICE = textwrap.dedent(
 async def test_signal_closes_the_session_gracefully(
     zk: Client, zk_server: ZooKeeperServer, sig: signal.Signals
 ) -> None:
-    with subprocess.Popen(
-        [sys.executable, "-c", SERVICE, zk_server.hosts, zk.namespace],
-        stdout=subprocess.PIPE,
-        text=True,
-    ) as proc:
-        await _stop_with(proc, zk, sig)
-
-
-async def _stop_with(proc: subprocess.Popen[str], zk: Client, sig: signal.Signals) -> None:
-    try:
-        assert proc.stdout is not None
-        with anyio.fail_after(20):
-            line = await anyio.to_thread.run_sync(proc.stdout.readline)
-        assert line.strip() == "ready"
-        assert await zk.exists("/alive") is not None
-        os.kill(proc.pid, sig)
-        with anyio.fail_after(10):
-            out = await anyio.to_thread.run_sync(proc.communicate)
-        assert proc.returncode == 0
-        assert "stopped gracefully" in out[0]
-        # closed, not abandoned: the 30 s session did not have to time out
-        assert await zk.exists("/alive") is None
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    cmd = [sys.executable, "-c", SERVICE, zk_server.hosts, zk.namespace]
+    async with await anyio.open_process(cmd) as proc:
+        try:
+            assert proc.stdout is not None
+            assert (await read_line(proc.stdout, 20)).strip() == "ready"
+            assert await zk.exists("/alive") is not None
+            proc.send_signal(sig)
+            out = await read_rest(proc.stdout, 10)
+            with anyio.fail_after(10):
+                assert await proc.wait() == 0
+            assert "stopped gracefully" in out
+            # closed, not abandoned: the 30 s session did not have to time out
+            assert await zk.exists("/alive") is None
+        finally:
+            if proc.returncode is None:
+                proc.kill()
 
 
 def test_run_returns_the_result() -> None:
     async def main(x: int) -> int:
-        await anyio.sleep(0)
+        await anyio.lowlevel.checkpoint()
         return x * 2
 
     import aiocoord

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -11,6 +10,7 @@ import anyio
 
 from aiocoord import Client
 from aiocoord.testing import free_port
+from tests.helpers import read_line, read_rest
 
 
 def aiocoord_cmd(*args: str) -> list[str]:
@@ -36,33 +36,22 @@ def test_unknown_command_is_a_usage_error() -> None:
 
 async def test_zk_start_serves_until_sigterm() -> None:
     port = free_port()
-    with subprocess.Popen(
-        aiocoord_cmd("zk", "start", "--port", str(port)),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    ) as proc:
-        await _serve_until_sigterm(proc, port)
-
-
-async def _serve_until_sigterm(proc: subprocess.Popen[str], port: int) -> None:
-    try:
-        assert proc.stdout is not None
-        with anyio.fail_after(60):
-            line = await anyio.to_thread.run_sync(proc.stdout.readline)
-        assert line.strip() == f"127.0.0.1:{port}"
-        async with Client(line.strip()) as zk:
-            await zk.create("/hello", b"world")
-            assert (await zk.get("/hello"))[0] == b"world"
-        os.kill(proc.pid, signal.SIGTERM)
-        with anyio.fail_after(20):
-            _, err = await anyio.to_thread.run_sync(proc.communicate)
-        assert proc.returncode == 0
-        assert "stopping ZooKeeper" in err
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    async with await anyio.open_process(aiocoord_cmd("zk", "start", "--port", str(port))) as proc:
+        try:
+            assert proc.stdout is not None and proc.stderr is not None
+            line = await read_line(proc.stdout, 60)
+            assert line.strip() == f"127.0.0.1:{port}"
+            async with Client(line.strip()) as zk:
+                await zk.create("/hello", b"world")
+                assert (await zk.get("/hello"))[0] == b"world"
+            proc.send_signal(signal.SIGTERM)
+            err = await read_rest(proc.stderr, 20)
+            with anyio.fail_after(20):
+                assert await proc.wait() == 0
+            assert "stopping ZooKeeper" in err
+        finally:
+            if proc.returncode is None:
+                proc.kill()
 
 
 def test_demo_runs_end_to_end() -> None:
