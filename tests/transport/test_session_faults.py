@@ -10,6 +10,7 @@ import anyio
 import pytest
 
 from aiocoord import (
+    CREATOR_ALL_ACL,
     Client,
     ClientClosed,
     ConnectError,
@@ -250,3 +251,17 @@ async def test_close_with_requests_in_flight_never_hangs(
     assert zk.state is SessionState.CLOSED
     with pytest.raises(ClientClosed):
         await zk.get("/")
+
+
+async def test_digest_auth_is_sent_again_after_a_reconnect(proxy: TcpProxy, namespace: str) -> None:
+    async with (
+        Client(proxy.address, namespace=namespace, session_timeout=30) as zk,
+        zk.session_events() as feed,
+    ):
+        await zk.add_auth("digest", "bob:pw")
+        await zk.create("/bobs", b"1", acl=CREATOR_ALL_ACL)
+        proxy.cut()
+        await wait_state(feed, SessionState.RECONNECTED, 10)
+        # the server keeps auth per connection: this works only if the client sent it again
+        await zk.set("/bobs", b"2")
+        assert ("digest", "bob") in await zk.whoami()
