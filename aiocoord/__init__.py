@@ -7,6 +7,7 @@ Everything public is importable from here (and test helpers from ``aiocoord.test
 """
 
 from ._run import run
+from .recipes.election import Candidate, Election, FencingToken, LeadershipLost, Term
 from .transport.client import MAX_PACKET, Client, SessionFeed, Watcher
 from .transport.errors import (
     ApiError,
@@ -71,6 +72,7 @@ __all__ = [
     "BadArguments",
     "BadVersion",
     "CREATOR_ALL_ACL",
+    "Candidate",
     "CheckResult",
     "Client",
     "ClientClosed",
@@ -79,10 +81,13 @@ __all__ = [
     "CoordError",
     "CreateResult",
     "DeleteResult",
+    "Election",
     "EventType",
+    "FencingToken",
     "InvalidACL",
     "InvalidPath",
     "KeeperState",
+    "LeadershipLost",
     "MAX_PACKET",
     "MultiFailed",
     "NoAuth",
@@ -109,6 +114,7 @@ __all__ = [
     "SessionState",
     "SetDataResult",
     "SystemZooKeeperError",
+    "Term",
     "UnimplementedError",
     "WatchEvent",
     "WatchMode",

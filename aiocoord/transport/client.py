@@ -246,6 +246,7 @@ class Client:
         self._auth_waiters: deque[asyncio.Future[None] | None] = deque()
         self._watches: tuple[dict[str, dict[Watcher, None]], ...] = tuple({} for _ in range(5))
         self._feeds: set[SessionFeed] = set()
+        self._listeners: dict[Callable[[SessionEvent], object], None] = {}
         self._lost_at = 0.0
         self._last_errors: dict[str, str] = {}
         self._avoid_host: str | None = None
@@ -389,6 +390,14 @@ class Client:
         await self._live.wait()
         if self._closing:
             raise ClientClosed("the client is closed")
+
+    def add_listener(self, listener: Callable[[SessionEvent], object]) -> None:
+        """Call ``listener(event)`` on every session state change, on the event loop's I/O path:
+        it must not block (cancel a scope, set an event). For a stream, use session_events()."""
+        self._listeners[listener] = None
+
+    def remove_listener(self, listener: Callable[[SessionEvent], object]) -> None:
+        self._listeners.pop(listener, None)
 
     @asynccontextmanager
     async def session_events(self, maxlen: int = 64) -> AsyncIterator[SessionFeed]:
@@ -673,9 +682,16 @@ class Client:
             self._live.set()  # wake waiters so they see CLOSED
         else:
             self._live.clear()
-        event = SessionEvent(state, self._session_id, host)
+        self._announce(SessionEvent(state, self._session_id, host))
+
+    def _announce(self, event: SessionEvent) -> None:
         for feed in list(self._feeds):
             feed._push(event)
+        for listener in list(self._listeners):
+            try:
+                listener(event)
+            except Exception:
+                log.exception("session listener %r failed on %s", listener, event)
 
     def _lose(self, reason: str) -> None:
         old = self._session_id
@@ -686,9 +702,7 @@ class Client:
         self._state = SessionState.LOST
         assert self._live is not None
         self._live.clear()
-        event = SessionEvent(SessionState.LOST, old, None)
-        for feed in list(self._feeds):
-            feed._push(event)
+        self._announce(SessionEvent(SessionState.LOST, old, None))
 
     def _fail_all(self, exc: CoordError) -> None:
         pending: list[_Request] = list(self._backlog)

@@ -1,0 +1,382 @@
+"""Leader election: one (or N) leaders among many processes, with fencing.
+
+Znode layout (shared with kazoo/zkpython scripts)::
+
+    <path>/<prefix><10-digit sequence>    EPHEMERAL_SEQUENTIAL, data = the candidate's identity
+
+Candidates sort by the numeric 10-digit suffix (any prefix), and the ``leaders`` lowest lead.
+No herd: a waiting candidate at rank r > N watches only its predecessor; the first waiter (rank N)
+watches the N leaders; a candidate promoted while N > 1 rewrites its own node so that its
+successor wakes and moves up. Each change wakes one process.
+
+A leader checks that its node's ephemeralOwner is its own session. Its fencing token is the
+node's czxid; ``Term.guard(ops)`` runs ``ops`` in a multi() that first checks the node still
+exists as written, so a deposed or paused leader's writes fail (``LeadershipLost``).
+
+SUSPENDED: the leader's body is cancelled (unless ``tolerate_suspended``): it cannot know whether
+it still leads. Its candidacy stays, so under ``run()`` it leads again at once after RECONNECTED
+if nobody else could have taken over. LOST: the body is cancelled; the candidacy is gone with the
+session and is re-created on the new one. Cancellation from outside, or leaving ``lead()``,
+resigns: the node is deleted at once so the successor takes over without a session timeout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+import anyio
+import anyio.abc
+
+from ..transport.client import Client
+from ..transport.errors import (
+    ConnectionLoss,
+    CoordError,
+    MultiFailed,
+    NodeExists,
+    NoNode,
+    RequestTimeout,
+    SessionExpired,
+)
+from ..transport.paths import validate_path
+from ..transport.types import Op, OpResult, SessionEvent, SessionState, WatchEvent
+
+__all__ = ["Candidate", "Election", "FencingToken", "LeadershipLost", "Term"]
+
+log = logging.getLogger("aiocoord.election")
+
+T = TypeVar("T")
+_SEQ = re.compile(r"(\d{10})$")
+
+
+class LeadershipLost(CoordError):
+    """Leadership ended without this process choosing to resign (session suspended or lost, the
+    candidate node deleted), or a guarded write found the leader node gone."""
+
+
+@dataclass(frozen=True, slots=True)
+class FencingToken:
+    """Identifies one term of leadership: the leader node's creation zxid and its path."""
+
+    czxid: int
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """One candidate node of an election, as an observer sees it."""
+
+    path: str
+    sequence: int
+    identity: str
+    rank: int
+
+
+def _sequence(name: str) -> int | None:
+    match = _SEQ.search(name)
+    return int(match.group(1)) if match else None
+
+
+def _ranked(children: Sequence[str]) -> list[str]:
+    """Candidate names in leadership order: by the numeric suffix, whatever the prefix."""
+    named = [(seq, name) for name in children if (seq := _sequence(name)) is not None]
+    return [name for _, name in sorted(named)]
+
+
+class Term:
+    """One term of leadership, given by ``Election.lead()``."""
+
+    def __init__(self, client: Client, path: str, czxid: int, version: int, rank: int) -> None:
+        self._client = client
+        self.path = path
+        self.rank = rank
+        self.token = FencingToken(czxid, path)
+        self._version = version
+        #: why the term ended, once it has (None while leading)
+        self.lost: str | None = None
+        self._scope: anyio.CancelScope | None = None
+
+    def _end(self, reason: str) -> None:
+        if self.lost is None:
+            self.lost = reason
+            log.warning("leadership of %s ends: %s", self.path, reason)
+        if self._scope is not None:
+            self._scope.cancel()
+
+    def _on_node_event(self, event: WatchEvent) -> None:
+        # deleted, rewritten, or its session gone: guard() would fail from now on
+        self._end(f"candidate node {self.path}: {event.type.name} ({event.state.name})")
+
+    async def guard(self, ops: Sequence[Op]) -> list[OpResult]:
+        """Apply ``ops`` atomically, only while this term's leader node exists as written.
+
+        Raises ``LeadershipLost`` when the node is gone or changed (a deposed or paused leader),
+        ``MultiFailed`` when one of ``ops`` fails, and ``ConnectionLoss`` when the reply was lost
+        (the write happened only if this term still led at that moment).
+        """
+        try:
+            results = await self._client.multi([Op.check(self.path, self._version), *ops])
+        except MultiFailed as exc:
+            if exc.index == 0:
+                raise LeadershipLost(f"no longer leader: {self.path} {exc.cause}") from exc
+            raise
+        except SessionExpired as exc:
+            raise LeadershipLost(f"no longer leader: session expired ({self.path})") from exc
+        return results[1:]
+
+
+class Election:
+    """Contend for leadership at ``path``; ``leaders`` candidates lead at once.
+
+    ``identity`` is stored in the candidate node (default: the client's session id). With
+    ``tolerate_suspended`` a leader keeps leading through SUSPENDED and stops only on LOST
+    (use it only when a short overlap of two leaders is acceptable or writes are guarded).
+    """
+
+    def __init__(
+        self,
+        client: Client,
+        path: str,
+        *,
+        leaders: int = 1,
+        identity: str | None = None,
+        prefix: str = "worker",
+        tolerate_suspended: bool = False,
+    ) -> None:
+        validate_path(path)
+        if leaders < 1:
+            raise ValueError("leaders must be at least 1")
+        if "/" in prefix or not prefix:
+            raise ValueError(f"bad candidate prefix {prefix!r}")
+        self._client = client
+        self.path = path.rstrip("/") or "/"
+        self.leaders = leaders
+        self._identity = identity
+        self.prefix = prefix
+        self.tolerate_suspended = tolerate_suspended
+        self._node: str | None = None  # our candidate node, while we have one
+        self._node_session = 0
+        self._wakeups = 0  # how often this candidate was woken to re-check (diagnostics)
+
+    @property
+    def identity(self) -> str:
+        return self._identity or f"0x{self._client.session_id:x}"
+
+    @property
+    def candidate_path(self) -> str | None:
+        return self._node
+
+    # -- observing -------------------------------------------------------------------------
+    async def candidates(self) -> list[Candidate]:
+        """Every candidate in leadership order (the first ``leaders`` lead)."""
+        try:
+            names = _ranked(await self._client.children(self.path))
+        except NoNode:
+            return []
+        out = []
+        for rank, name in enumerate(names):
+            full = f"{self.path}/{name}"
+            try:
+                data, _ = await self._client.get(full)
+            except NoNode:
+                continue
+            out.append(Candidate(full, _sequence(name) or 0, data.decode(errors="replace"), rank))
+        return [Candidate(c.path, c.sequence, c.identity, i) for i, c in enumerate(out)]
+
+    async def current_leaders(self) -> list[Candidate]:
+        """Who leads now."""
+        return (await self.candidates())[: self.leaders]
+
+    @contextlib.asynccontextmanager
+    async def watch_leaders(self) -> AsyncIterator[AsyncIterator[list[Candidate]]]:
+        """``async with election.watch_leaders() as changes: async for leaders in changes``.
+
+        Yields the current leaders first, then each change (latest wins when the reader is
+        behind). Observers do not contend.
+        """
+        yield self._leader_changes()
+
+    async def _leader_changes(self) -> AsyncIterator[list[Candidate]]:
+        last: list[str] | None = None
+        while True:
+            changed = anyio.Event()
+
+            def wake(_event: WatchEvent, changed: anyio.Event = changed) -> None:
+                changed.set()
+
+            try:
+                await self._client.children(self.path, watch=wake)
+            except NoNode:
+                await self._client.exists(self.path, watch=wake)
+            leaders = await self.current_leaders()
+            paths = [c.path for c in leaders]
+            if paths != last:
+                last = paths
+                yield leaders
+            await changed.wait()
+
+    # -- contending ------------------------------------------------------------------------
+    @contextlib.asynccontextmanager
+    async def lead(self) -> AsyncIterator[Term]:
+        """Wait for leadership; the body runs as leader and is cancelled when leadership is
+        lost (then ``LeadershipLost`` is raised). Leaving the block resigns at once."""
+        async with self._term(keep_candidacy=False) as term:
+            yield term
+
+    async def run(self, body: Callable[[Term], Awaitable[T]]) -> T:
+        """Run ``body(term)`` whenever this process leads, contending again after each loss,
+        until ``body`` returns (its result is returned; leadership is resigned)."""
+        while True:
+            try:
+                async with self._term(keep_candidacy=True) as term:
+                    return await body(term)
+            except LeadershipLost as exc:
+                log.warning("%s: leadership lost (%s); contending again", self.path, exc)
+
+    @contextlib.asynccontextmanager
+    async def _term(self, *, keep_candidacy: bool) -> AsyncIterator[Term]:
+        # No task while leading: the body runs in a cancel scope that two callbacks cancel, the
+        # node's watch (set in _take) and a session listener. So the body's own exceptions come
+        # out as they are, never wrapped in an exception group.
+        term = await self._acquire()
+        client = self._client
+
+        def on_session(event: SessionEvent) -> None:
+            if event.state in (SessionState.LOST, SessionState.CLOSED):
+                self._node, self._node_session = None, 0
+                term._end(f"session {event.state.value}")
+            elif event.state is SessionState.SUSPENDED and not self.tolerate_suspended:
+                term._end("session suspended")
+
+        client.add_listener(on_session)
+        try:
+            with anyio.CancelScope() as scope:
+                term._scope = scope
+                if term.lost is not None:
+                    scope.cancel()
+                yield term
+        finally:
+            client.remove_listener(on_session)
+            with contextlib.suppress(CoordError):
+                await client.remove_watch(term.path, term._on_node_event)
+            resign = not (term.lost is not None and keep_candidacy and self._node_session)
+            if resign:  # (suspended under run(): keep our place, we may lead again at once)
+                with anyio.CancelScope(shield=True):
+                    await self.resign()
+        if term.lost is not None:
+            raise LeadershipLost(term.lost)
+
+    async def resign(self) -> None:
+        """Withdraw this candidate (deleting its node at once); no-op when not a candidate."""
+        node, self._node = self._node, None
+        session, self._node_session = self._node_session, 0
+        if node is None or session != self._client.session_id:
+            return
+        with anyio.move_on_after(self._client.negotiated_timeout):
+            try:
+                await self._client.delete(node)
+                log.info("%s: resigned (%s)", self.path, node)
+            except NoNode:
+                pass
+            except CoordError as exc:
+                log.warning("%s: could not delete %s on resign: %s", self.path, node, exc)
+
+    async def _ensure_candidate(self) -> str:
+        client = self._client
+        if self._node is not None and self._node_session == client.session_id:
+            stat = await client.exists(self._node)
+            if stat is not None and stat.ephemeral_owner == client.session_id:
+                return self._node
+        self._node = None
+        session = client.session_id
+        base = f"{self.path}/{self.prefix}"
+        try:
+            node = await client.create(
+                base, self.identity.encode(), ephemeral=True, sequential=True, makepath=True
+            )
+        except (ConnectionLoss, RequestTimeout):
+            # the create may have happened without our hearing of it: adopt it, never make two
+            await client.wait_connected()
+            ours = await client.get_ephemerals(base) if client.session_id == session else []
+            if not ours:
+                raise
+            node = sorted(ours, key=lambda p: _sequence(p) or 0)[-1]
+            for extra in ours:
+                if extra != node:
+                    with contextlib.suppress(NoNode):
+                        await client.delete(extra)
+        self._node, self._node_session = node, client.session_id
+        log.debug("%s: candidate %s", self.path, node)
+        return node
+
+    async def _acquire(self) -> Term:
+        client = self._client
+        while True:
+            try:
+                await client.wait_connected()
+                node = await self._ensure_candidate()
+                name = node.rsplit("/", 1)[1]
+                order = _ranked(await client.children(self.path))
+                if name not in order:
+                    continue  # deleted under us (or session lost): create again
+                rank = order.index(name)
+                if rank < self.leaders:
+                    term = await self._take(node, rank)
+                    if term is not None:
+                        return term
+                    continue
+                woken = anyio.Event()
+
+                def wake(_event: WatchEvent, woken: anyio.Event = woken) -> None:
+                    woken.set()
+
+                ahead = order[: self.leaders] if rank == self.leaders else [order[rank - 1]]
+                for other in ahead:
+                    if await client.exists(f"{self.path}/{other}", watch=wake) is None:
+                        woken.set()
+                async with client.session_events() as feed, anyio.create_task_group() as tg:
+
+                    async def on_session(tg: anyio.abc.TaskGroup = tg) -> None:
+                        async for event in feed:
+                            if event.state in (SessionState.LOST, SessionState.RECONNECTED):
+                                break
+                        tg.cancel_scope.cancel()
+
+                    tg.start_soon(on_session)
+                    await woken.wait()
+                    tg.cancel_scope.cancel()
+                self._wakeups += 1
+                for other in ahead:  # the watches that did not fire are not needed any more
+                    with contextlib.suppress(CoordError):
+                        await client.remove_watch(f"{self.path}/{other}", wake)
+            except (ConnectionLoss, SessionExpired, RequestTimeout) as exc:
+                log.info("%s: contending again after %s", self.path, exc)
+            except NodeExists:  # pragma: no cover - sequential creates do not collide
+                continue
+
+    async def _take(self, node: str, rank: int) -> Term | None:
+        """Become leader with ``node``: wake the successor (N > 1), then verify the node is ours
+        and watch it for the term."""
+        client = self._client
+        if self.leaders > 1:
+            # a promotion moves every waiter up one rank: wake the successor so it looks again
+            try:
+                await client.set(node, self.identity.encode())
+            except NoNode:
+                self._node = None
+                return None
+        term = Term(client, node, 0, 0, rank)
+        stat = await client.exists(node, watch=term._on_node_event)
+        if stat is None or stat.ephemeral_owner != client.session_id:
+            with contextlib.suppress(CoordError):
+                await client.remove_watch(node, term._on_node_event)
+            self._node = None
+            return None
+        term.token = FencingToken(stat.czxid, node)
+        term._version = stat.version
+        log.info("%s: leading as %s (rank %d, czxid 0x%x)", self.path, node, rank, stat.czxid)
+        return term
