@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import anyio
 from anyio.abc import ByteReceiveStream
 from anyio.streams.buffered import BufferedByteReceiveStream
@@ -60,3 +62,10 @@ async def read_rest(stream: ByteReceiveStream, timeout: float) -> str:
 
 
 _buffers: dict[int, BufferedByteReceiveStream] = {}
+
+
+async def eventually(predicate: Callable[[], bool], timeout: float, interval: float = 0.01) -> None:
+    """Wait, bounded, until ``predicate()`` holds: for state that has no event to wait on."""
+    with anyio.fail_after(timeout):
+        while not predicate():  # noqa: ASYNC110 - polls a plain attribute, there is no event
+            await anyio.sleep(interval)

@@ -34,8 +34,7 @@ async def main(hosts: str, namespace: str, path: str, timeout: float, identity: 
                         print(f"guard-failed {type(exc).__name__}", flush=True)
                     await anyio.sleep(0.05)
             finally:
-                with anyio.CancelScope(shield=True):
-                    print("body-cancelled", flush=True)
+                print("body-cancelled", flush=True)
 
         while True:
             try:

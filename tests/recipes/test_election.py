@@ -24,7 +24,7 @@ from aiocoord import (
     Term,
 )
 from aiocoord.testing import ZooKeeperEnsemble, ZooKeeperServer, expire_session, four_letter_word
-from tests.helpers import read_line, wait_state
+from tests.helpers import eventually, read_line, wait_state
 
 LEADER_PROCESS = Path(__file__).with_name("leader_process.py")
 
@@ -71,9 +71,8 @@ async def contenders(
             c = Contender(client, Election(client, path, identity=f"c{i}", **kwargs))  # type: ignore[arg-type]
             out.append(c)
             tg.start_soon(c.run)
-            with anyio.fail_after(5):  # its node exists before the next one is made
-                while c.election.candidate_path is None:
-                    await anyio.sleep(0.01)
+            # its node exists before the next one is made
+            await eventually(lambda c=c: c.election.candidate_path is not None, 5)
         yield out
         for c in out:
             c.release.set()
@@ -224,9 +223,7 @@ async def test_run_re_contends_after_loss(zk_server: ZooKeeperServer, namespace:
             assert await election.run(body) == "done"
 
         tg.start_soon(runner)
-        with anyio.fail_after(5):
-            while not terms:
-                await anyio.sleep(0.01)
+        await eventually(lambda: bool(terms), 5)
         await expire_session(zk)
         with anyio.fail_after(10):
             await second.wait()
@@ -255,9 +252,7 @@ async def test_ensemble_member_killed_under_the_leader_is_no_failover(
 
         leader = Election(leader_zk, "/e", tolerate_suspended=tolerate)
         tg.start_soon(leader.run, leader_body)
-        with anyio.fail_after(5):
-            while not starts:
-                await anyio.sleep(0.01)
+        await eventually(lambda: bool(starts), 5)
         tg.start_soon(Election(other_zk, "/e").run, other_body)
         await settle(other_zk)
         zk_ensemble.members[zk_ensemble.index_of(leader_zk.connected_host)].kill()
