@@ -8,20 +8,22 @@ from collections.abc import Sequence
 
 from aiocoord import __version__
 
-from . import demo, zk
+from . import demo, elect, zk
 from .common import add_log_option, setup_logging
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="aiocoord",
-        description="asyncio coordination on ZooKeeper: run a local ZooKeeper, or the demo. "
+        description="asyncio coordination on ZooKeeper: a local ZooKeeper, the HA runner, "
+        "the demo. "
         "Every long-running command stops gracefully on SIGTERM/SIGINT.",
     )
     parser.add_argument("--version", action="version", version=f"aiocoord {__version__}")
     add_log_option(parser)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     zk.add_parser(sub)
+    elect.add_parser(sub)
     demo.add_parser(sub)
     return parser
 

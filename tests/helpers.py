@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import anyio
 from anyio.abc import ByteReceiveStream
@@ -68,4 +68,13 @@ async def eventually(predicate: Callable[[], bool], timeout: float, interval: fl
     """Wait, bounded, until ``predicate()`` holds: for state that has no event to wait on."""
     with anyio.fail_after(timeout):
         while not predicate():  # noqa: ASYNC110 - polls a plain attribute, there is no event
+            await anyio.sleep(interval)
+
+
+async def eventually_async(
+    predicate: Callable[[], Awaitable[bool]], timeout: float, interval: float = 0.05
+) -> None:
+    """Wait, bounded, until ``await predicate()`` holds (it may ask ZooKeeper)."""
+    with anyio.fail_after(timeout):
+        while not await predicate():  # noqa: ASYNC110 - the state lives on the server
             await anyio.sleep(interval)
