@@ -18,6 +18,8 @@ from typing import Any
 
 from aiocoord.testing import ZooKeeperServer
 
+from . import election
+
 HERE = Path(__file__).resolve().parent
 
 
@@ -103,8 +105,17 @@ def main() -> None:
     with ZooKeeperServer() as server:
         print(f"ZooKeeper at {server.hosts}")
         client = run_client_bench(server.hosts, n1, n100)
+        print("  election handover ...", flush=True)
+        elections = election.run(server.hosts, quick=args.quick)
     print_client_table(client)
-    out = {"machine": machine, "started": started, "quick": args.quick, "client": client}
+    election.print_table(elections)
+    out = {
+        "machine": machine,
+        "started": started,
+        "quick": args.quick,
+        "client": client,
+        "election": elections,
+    }
     (HERE / "results.json").write_text(json.dumps(out, indent=2))
     print(f"\nwrote {HERE / 'results.json'}")
 

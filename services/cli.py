@@ -20,12 +20,22 @@ def build_parser() -> argparse.ArgumentParser:
         "Every long-running command stops gracefully on SIGTERM/SIGINT.",
     )
     parser.add_argument("--version", action="version", version=f"aiocoord {__version__}")
-    add_log_option(parser)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     zk.add_parser(sub)
     elect.add_parser(sub)
     demo.add_parser(sub)
+    for command in sub.choices.values():
+        for leaf in _leaves(command):
+            add_log_option(leaf)
     return parser
+
+
+def _leaves(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """The parsers that take options: every command, every subcommand of a group."""
+    groups = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not groups:
+        return [parser]
+    return [leaf for g in groups for p in g.choices.values() for leaf in _leaves(p)]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -288,9 +288,9 @@ class Election:
     async def _ensure_candidate(self) -> str:
         client = self._client
         if self._node is not None and self._node_session == client.session_id:
-            stat = await client.exists(self._node)
-            if stat is not None and stat.ephemeral_owner == client.session_id:
-                return self._node
+            # still ours as far as we know: the children listing that follows proves it exists
+            # and _take() checks its owner before leading
+            return self._node
         self._node = None
         session = client.session_id
         base = f"{self.path}/{self.prefix}"
@@ -322,7 +322,8 @@ class Election:
                 name = node.rsplit("/", 1)[1]
                 order = _ranked(await client.children(self.path))
                 if name not in order:
-                    continue  # deleted under us (or session lost): create again
+                    self._node = None  # deleted under us (or its session lost): create again
+                    continue
                 rank = order.index(name)
                 if rank < self.leaders:
                     term = await self._take(node, rank)
