@@ -7,8 +7,17 @@ Everything public is importable from here (and test helpers from ``aiocoord.test
 """
 
 from ._run import run
+from .recipes.config import (
+    ConfigFeed,
+    ConfigStore,
+    ConfigVersion,
+    HostStatus,
+    StatusBoard,
+    watch_node,
+)
 from .recipes.election import Candidate, Election, FencingToken, LeadershipLost, Term
 from .transport.client import MAX_PACKET, Client, SessionFeed, Watcher
+from .transport.codec import DecodeError
 from .transport.errors import (
     ApiError,
     AuthFailed,
@@ -40,6 +49,14 @@ from .transport.errors import (
     ZooKeeperError,
 )
 from .transport.paths import join, parent, validate_path
+from .transport.trigger import (
+    TriggerClient,
+    TriggerError,
+    TriggerHandler,
+    TriggerRequest,
+    TriggerServer,
+    send_legacy,
+)
 from .transport.types import (
     ACL,
     CREATOR_ALL_ACL,
@@ -76,14 +93,19 @@ __all__ = [
     "CheckResult",
     "Client",
     "ClientClosed",
+    "ConfigFeed",
+    "ConfigStore",
+    "ConfigVersion",
     "ConnectError",
     "ConnectionLoss",
     "CoordError",
     "CreateResult",
+    "DecodeError",
     "DeleteResult",
     "Election",
     "EventType",
     "FencingToken",
+    "HostStatus",
     "InvalidACL",
     "InvalidPath",
     "KeeperState",
@@ -113,8 +135,14 @@ __all__ = [
     "SessionMoved",
     "SessionState",
     "SetDataResult",
+    "StatusBoard",
     "SystemZooKeeperError",
     "Term",
+    "TriggerClient",
+    "TriggerError",
+    "TriggerHandler",
+    "TriggerRequest",
+    "TriggerServer",
     "UnimplementedError",
     "WatchEvent",
     "WatchMode",
@@ -126,5 +154,7 @@ __all__ = [
     "join",
     "parent",
     "run",
+    "send_legacy",
     "validate_path",
+    "watch_node",
 ]

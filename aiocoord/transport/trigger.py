@@ -1,0 +1,430 @@
+"""The trigger protocol: an asyncio TCP server that turns commands into publishes, and its client.
+
+Two framings on one port, told apart by the first byte of a connection:
+
+- Legacy (the old trigger's line format): the client sends ``CMD|DATA`` and half-closes; the
+  server splits on the first ``|`` only (DATA may hold ``|``; its bytes are kept exactly, a
+  trailing newline included), answers one line ``OK <version>`` or ``ERR <code> <message>`` and
+  closes. Not accepted when the server has a token (the line has no room for one).
+- Framed (first byte ``{``): newline-delimited JSON requests
+  ``{"id", "cmd", "data", "path"?, "key"?, "token"?}``, one JSON reply per request,
+  ``{"id", "ok": true, "version"}`` or ``{"id", "ok": false, "code", "error"}``; many requests per
+  connection.
+
+Every bad input gets an error reply with a code and publishes nothing; the server keeps serving.
+Codes: ``bad_request`` ``bad_json`` ``bad_encoding`` ``unknown_command`` ``frame_too_large``
+``slow_client`` ``unauthorized`` ``busy`` ``too_large`` ``unavailable`` ``internal``. A frame
+that is too large or too slow ends its connection (the stream cannot be resynchronised).
+
+The server knows nothing of configs: it calls a handler per command (the config agent gives one).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import ipaddress
+import logging
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Final, Self
+
+import anyio
+import anyio.abc
+
+from . import codec
+from .errors import CoordError, InvalidPath, PayloadTooLarge
+
+__all__ = [
+    "TriggerClient",
+    "TriggerError",
+    "TriggerHandler",
+    "TriggerRequest",
+    "TriggerServer",
+    "send_legacy",
+]
+
+log = logging.getLogger("aiocoord.trigger")
+
+DEFAULT_PORT: Final = 8877
+DEFAULT_MAX_FRAME: Final = 2 * 1024 * 1024
+
+
+class TriggerError(CoordError):
+    """A trigger request was refused; ``code`` says why (see the module docstring)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class TriggerRequest:
+    """One command as the handler sees it. ``id`` is the framed request's id (None in legacy)."""
+
+    cmd: str
+    data: bytes
+    path: str | None
+    key: str | None
+    id: Any
+    peer: str
+
+
+#: Handles one command; returns the version it made. Raise ``TriggerError`` to refuse.
+TriggerHandler = Callable[[TriggerRequest], Awaitable[str]]
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class TriggerServer:
+    """Serves trigger commands to ``handlers`` (command name -> handler).
+
+    ``token``: when set, every request must carry it (framed mode only). ``max_frame``: bytes
+    per request. ``frame_timeout``: seconds a request may take to arrive once started.
+    ``idle_timeout``: seconds a connection may wait between requests. ``max_connections``:
+    connections served at once (more get ``busy``).
+    """
+
+    def __init__(
+        self,
+        handlers: Mapping[str, TriggerHandler],
+        *,
+        token: str | None = None,
+        max_frame: int = DEFAULT_MAX_FRAME,
+        frame_timeout: float = 10.0,
+        idle_timeout: float = 60.0,
+        max_connections: int = 64,
+    ) -> None:
+        if not handlers:
+            raise ValueError("a trigger server needs at least one command")
+        self._handlers = dict(handlers)
+        self._token = token.encode() if token else None
+        self.max_frame = max_frame
+        self.frame_timeout = frame_timeout
+        self.idle_timeout = idle_timeout
+        self.max_connections = max_connections
+        self._active = 0
+        self._writers: set[asyncio.StreamWriter] = set()
+        #: requests by outcome: "ok" or an error code (for metrics and tests)
+        self.counts: Counter[str] = Counter()
+
+    async def serve(
+        self,
+        host: str = "127.0.0.1",
+        port: int = DEFAULT_PORT,
+        *,
+        task_status: anyio.abc.TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Listen on ``host:port`` (0: any free port) until cancelled; reports the bound port
+        through ``task_status`` (``port = await tg.start(server.serve, host, 0)``)."""
+        if self._token is None and not _is_loopback(host):
+            raise ValueError(f"refusing to serve triggers on non-loopback {host!r} without a token")
+        server = await asyncio.start_server(
+            self._connection, host, port, limit=self.max_frame + 1, reuse_address=True
+        )
+        bound = server.sockets[0].getsockname()[1]
+        log.info("trigger server listening on %s:%d", host, bound)
+        try:
+            async with server:
+                task_status.started(bound)
+                await anyio.sleep_forever()
+        finally:
+            for writer in list(self._writers):  # Python 3.11 leaves accepted connections open
+                writer.close()
+            log.info("trigger server on %s:%d stopped", host, bound)
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        host, port = writer.get_extra_info("peername")[:2]
+        peer = f"{host}:{port}"
+        self._writers.add(writer)
+        try:
+            if self._active >= self.max_connections:
+                self._reject(None, "busy", f"too many connections (limit {self.max_connections})")
+                writer.write(
+                    f"ERR busy too many connections (limit {self.max_connections})\n".encode()
+                )
+                return
+            self._active += 1
+            try:
+                with anyio.fail_after(self.idle_timeout):
+                    first = await reader.read(1)
+                if first == b"{":
+                    await self._framed(reader, writer, first, peer)
+                elif first:
+                    await self._legacy(reader, writer, first, peer)
+            finally:
+                self._active -= 1
+        except TimeoutError:
+            log.info("trigger connection from %s idle for %gs: closed", peer, self.idle_timeout)
+        except (ConnectionError, OSError) as exc:
+            log.info("trigger connection from %s failed: %s", peer, exc)
+        finally:
+            self._writers.discard(writer)
+            with contextlib.suppress(ConnectionError, OSError):
+                await writer.drain()
+                writer.close()
+                await writer.wait_closed()
+
+    def _reject(self, peer: str | None, code: str, message: str) -> None:
+        self.counts[code] += 1
+        if peer is not None:
+            log.warning("trigger from %s refused: %s %s", peer, code, message)
+
+    # -- legacy ----------------------------------------------------------------------------
+    async def _legacy(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, first: bytes, peer: str
+    ) -> None:
+        frame = bytearray(first)
+        try:
+            with anyio.fail_after(self.frame_timeout):
+                while len(frame) <= self.max_frame:
+                    chunk = await reader.read(65536)
+                    if not chunk:
+                        break
+                    frame += chunk
+        except TimeoutError:
+            writer.write(self._legacy_error(peer, "slow_client", self._slow_message()))
+            return
+        if len(frame) > self.max_frame:
+            message = f"request exceeds {self.max_frame} bytes"
+            writer.write(self._legacy_error(peer, "frame_too_large", message))
+            return
+        if self._token is not None:
+            message = "this server requires a token: use the framed JSON mode"
+            writer.write(self._legacy_error(peer, "unauthorized", message))
+            return
+        head, bar, data = bytes(frame).partition(b"|")
+        if not bar:
+            message = "expected CMD|DATA (no '|' in the request)"
+            writer.write(self._legacy_error(peer, "bad_request", message))
+            return
+        try:
+            cmd = head.decode("ascii")
+        except UnicodeDecodeError:
+            writer.write(self._legacy_error(peer, "bad_encoding", "the command is not ASCII"))
+            return
+        try:
+            version = await self._dispatch(TriggerRequest(cmd, data, None, None, None, peer))
+        except TriggerError as exc:
+            writer.write(self._legacy_error(peer, exc.code, exc.message))
+            return
+        writer.write(f"OK {version}\n".encode())
+
+    def _legacy_error(self, peer: str, code: str, message: str) -> bytes:
+        self._reject(peer, code, message)
+        return f"ERR {code} {message}\n".encode()
+
+    def _slow_message(self) -> str:
+        return f"request not complete within {self.frame_timeout:g}s"
+
+    # -- framed ----------------------------------------------------------------------------
+    async def _framed(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, first: bytes, peer: str
+    ) -> None:
+        pending = first
+        while True:
+            if not pending:
+                with anyio.fail_after(self.idle_timeout):
+                    pending = await reader.read(1)
+                if not pending:
+                    return  # the client is done
+            try:
+                with anyio.fail_after(self.frame_timeout):
+                    line = pending + await reader.readuntil(b"\n")
+            except TimeoutError:
+                self._reply(writer, peer, None, TriggerError("slow_client", self._slow_message()))
+                return
+            except asyncio.LimitOverrunError:
+                message = f"request exceeds {self.max_frame} bytes"
+                self._reply(writer, peer, None, TriggerError("frame_too_large", message))
+                return
+            except asyncio.IncompleteReadError as exc:  # last request without a newline
+                line = pending + exc.partial
+                if len(line) > self.max_frame:
+                    message = f"request exceeds {self.max_frame} bytes"
+                    self._reply(writer, peer, None, TriggerError("frame_too_large", message))
+                    return
+            pending = b""
+            if len(line) > self.max_frame + 1:
+                message = f"request exceeds {self.max_frame} bytes"
+                self._reply(writer, peer, None, TriggerError("frame_too_large", message))
+                return
+            if not line.strip():
+                continue
+            request_id: Any = None
+            try:
+                request = self._parse(line, peer)
+                request_id = request.id
+                version = await self._dispatch(request)
+            except TriggerError as exc:
+                if isinstance(exc, _WithId):
+                    request_id = exc.request_id
+                self._reply(writer, peer, request_id, exc)
+            else:
+                writer.write(
+                    codec.dumps({"id": request_id, "ok": True, "version": version}) + b"\n"
+                )
+            await writer.drain()
+
+    def _reply(
+        self, writer: asyncio.StreamWriter, peer: str, request_id: Any, error: TriggerError
+    ) -> None:
+        self._reject(peer, error.code, error.message)
+        reply = {"id": request_id, "ok": False, "code": error.code, "error": error.message}
+        writer.write(codec.dumps(reply) + b"\n")
+
+    def _parse(self, line: bytes, peer: str) -> TriggerRequest:
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise TriggerError("bad_encoding", f"request is not UTF-8: {exc}") from None
+        try:
+            raw = codec.loads_object(text, what="request")
+        except codec.DecodeError as exc:
+            raise TriggerError("bad_json", str(exc)) from None
+        request_id = raw.get("id")
+        if not isinstance(request_id, str | int | None) or isinstance(request_id, bool):
+            raise TriggerError("bad_request", "id must be a string, an integer or null")
+        token = raw.get("token")
+        if self._token is not None and not (
+            isinstance(token, str) and hmac.compare_digest(token.encode(), self._token)
+        ):
+            raise _WithId(request_id, "unauthorized", "missing or wrong token")
+        fields: dict[str, str | None] = {}
+        for name, required in (("cmd", True), ("data", False), ("path", False), ("key", False)):
+            value = raw.get(name)
+            if value is None and not required:
+                fields[name] = None
+            elif not isinstance(value, str):
+                kind = "missing" if value is None else f"a {type(value).__name__}"
+                raise _WithId(request_id, "bad_request", f"{name!r} must be a string, not {kind}")
+            else:
+                fields[name] = value
+        data = (fields["data"] or "").encode()
+        return TriggerRequest(
+            fields["cmd"] or "", data, fields["path"], fields["key"], request_id, peer
+        )
+
+    async def _dispatch(self, request: TriggerRequest) -> str:
+        handler = self._handlers.get(request.cmd)
+        if handler is None:
+            known = ", ".join(sorted(self._handlers))
+            raise _WithId(request.id, "unknown_command", f"{request.cmd!r} (known: {known})")
+        try:
+            version = await handler(request)
+        except TriggerError as exc:
+            raise _WithId(request.id, exc.code, exc.message) from exc
+        except PayloadTooLarge as exc:
+            raise _WithId(request.id, "too_large", str(exc)) from exc
+        except InvalidPath as exc:
+            raise _WithId(request.id, "bad_request", str(exc)) from exc
+        except CoordError as exc:
+            raise _WithId(request.id, "unavailable", f"{type(exc).__name__}: {exc}") from exc
+        except Exception as exc:
+            log.exception("trigger handler for %s failed", request.cmd)
+            raise _WithId(request.id, "internal", f"{type(exc).__name__}: {exc}") from exc
+        self.counts["ok"] += 1
+        log.info("%s from %s: %s (%d bytes)", request.cmd, request.peer, version, len(request.data))
+        return version
+
+
+class _WithId(TriggerError):
+    def __init__(self, request_id: Any, code: str, message: str) -> None:
+        super().__init__(code, message)
+        self.request_id = request_id
+
+
+class TriggerClient:
+    """A framed-mode client: ``async with TriggerClient(host, port) as t: await t.send("ADD",
+    data)``. Many requests per connection; errors raise ``TriggerError``."""
+
+    def __init__(
+        self, host: str = "127.0.0.1", port: int = DEFAULT_PORT, *, token: str | None = None
+    ) -> None:
+        self.host, self.port, self._token = host, port, token
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._next_id = 0
+
+    async def __aenter__(self) -> Self:
+        self._reader, self._writer = await asyncio.open_connection(
+            self.host, self.port, limit=DEFAULT_MAX_FRAME
+        )
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.close()
+            with contextlib.suppress(ConnectionError, OSError):
+                await writer.wait_closed()
+
+    async def send(
+        self, cmd: str, data: str | bytes, *, path: str | None = None, key: str | None = None
+    ) -> str:
+        """Send one command; returns the version it made."""
+        if self._reader is None or self._writer is None:
+            raise RuntimeError("TriggerClient is not open (use async with)")
+        text = data.decode("utf-8") if isinstance(data, bytes) else data
+        self._next_id += 1
+        request: dict[str, Any] = {"id": self._next_id, "cmd": cmd, "data": text}
+        if path is not None:
+            request["path"] = path
+        if key is not None:
+            request["key"] = key
+        if self._token is not None:
+            request["token"] = self._token
+        self._writer.write(codec.dumps(request) + b"\n")
+        await self._writer.drain()
+        line = await self._reader.readline()
+        if not line:
+            raise ConnectionResetError("the trigger server closed the connection")
+        if line.startswith(b"ERR "):
+            raise _error_line(line.decode(errors="replace"))
+        reply = codec.loads_object(line, what="trigger reply")
+        if not reply.get("ok"):
+            raise TriggerError(str(reply.get("code")), str(reply.get("error")))
+        return str(reply["version"])
+
+
+async def send_legacy(host: str, port: int, request: bytes) -> str:
+    """Send one legacy ``CMD|DATA`` request (half-closing after it); returns the version, or
+    raises ``TriggerError``."""
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        writer.write(request)
+        await writer.drain()
+        writer.write_eof()
+        line = (await reader.readline()).decode(errors="replace").rstrip("\n")
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError, OSError):
+            await writer.wait_closed()
+    if line.startswith("OK "):
+        return line[3:]
+    raise _error_line(line)
+
+
+def _error_line(line: str) -> TriggerError:
+    """``ERR <code> <message>`` (or no reply at all) as a ``TriggerError``."""
+    _, code, message = [*line.rstrip("\n").split(" ", 2), "", ""][:3]
+    return TriggerError(code or "closed", message or "no reply")
