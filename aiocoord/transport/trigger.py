@@ -115,7 +115,7 @@ class TriggerServer:
         self.idle_timeout = idle_timeout
         self.max_connections = max_connections
         self._active = 0
-        self._writers: set[asyncio.StreamWriter] = set()
+        self._connections: set[asyncio.Task[Any]] = set()
         #: requests by outcome: "ok" or an error code (for metrics and tests)
         self.counts: Counter[str] = Counter()
 
@@ -140,41 +140,59 @@ class TriggerServer:
                 task_status.started(bound)
                 await anyio.sleep_forever()
         finally:
-            for writer in list(self._writers):  # Python 3.11 leaves accepted connections open
-                writer.close()
+            # asyncio (3.11) leaves the connections' tasks running when the server closes
+            tasks = list(self._connections)
+            for task in tasks:
+                task.cancel()
+            with anyio.CancelScope(shield=True):
+                await asyncio.gather(*tasks, return_exceptions=True)
             log.info("trigger server on %s:%d stopped", host, bound)
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         host, port = writer.get_extra_info("peername")[:2]
         peer = f"{host}:{port}"
-        self._writers.add(writer)
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections.add(task)
         try:
             if self._active >= self.max_connections:
-                self._reject(None, "busy", f"too many connections (limit {self.max_connections})")
-                writer.write(
-                    f"ERR busy too many connections (limit {self.max_connections})\n".encode()
-                )
-                return
-            self._active += 1
-            try:
-                with anyio.fail_after(self.idle_timeout):
-                    first = await reader.read(1)
-                if first == b"{":
-                    await self._framed(reader, writer, first, peer)
-                elif first:
-                    await self._legacy(reader, writer, first, peer)
-            finally:
-                self._active -= 1
+                message = f"too many connections (limit {self.max_connections})"
+                self._reject(peer, "busy", message)
+                writer.write(f"ERR busy {message}\n".encode())
+            else:
+                self._active += 1
+                try:
+                    await self._serve_connection(reader, writer, peer)
+                finally:
+                    self._active -= 1
         except TimeoutError:
             log.info("trigger connection from %s idle for %gs: closed", peer, self.idle_timeout)
-        except (ConnectionError, OSError) as exc:
+        except (ConnectionError, OSError, RuntimeError) as exc:  # (uvloop: "handler is closed")
             log.info("trigger connection from %s failed: %s", peer, exc)
+        except asyncio.CancelledError:
+            # the server is shutting down; this task is the connection's root, so it ends here
+            # (asyncio 3.11 logs a cancelled connection task as an error)
+            pass
+        else:
+            with contextlib.suppress(ConnectionError, OSError, RuntimeError):
+                await _linger(reader, writer)
         finally:
-            self._writers.discard(writer)
-            with contextlib.suppress(ConnectionError, OSError):
-                await writer.drain()
-                writer.close()
+            self._connections.discard(task)
+            writer.close()
+            with contextlib.suppress(
+                ConnectionError, OSError, RuntimeError, asyncio.CancelledError
+            ):
                 await writer.wait_closed()
+
+    async def _serve_connection(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: str
+    ) -> None:
+        with anyio.fail_after(self.idle_timeout):
+            first = await reader.read(1)
+        if first == b"{":
+            await self._framed(reader, writer, first, peer)
+        elif first:
+            await self._legacy(reader, writer, first, peer)
 
     def _reject(self, peer: str | None, code: str, message: str) -> None:
         self.counts[code] += 1
@@ -337,6 +355,17 @@ class TriggerServer:
         self.counts["ok"] += 1
         log.info("%s from %s: %s (%d bytes)", request.cmd, request.peer, version, len(request.data))
         return version
+
+
+async def _linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Half-close and drain what the client still sends (briefly), so that closing does not
+    reset the connection before the client has read the reply."""
+    if writer.can_write_eof():
+        writer.write_eof()
+    with anyio.move_on_after(1.0):
+        drained = 0
+        while drained < 1 << 20 and (chunk := await reader.read(65536)):
+            drained += len(chunk)
 
 
 class _WithId(TriggerError):
