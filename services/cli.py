@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from aiocoord import __version__
 
-from . import demo, elect, zk
+from . import agent, app, config_cmd, demo, deploy, elect, zk
 from .common import add_log_option, setup_logging
 
 
@@ -16,13 +16,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="aiocoord",
         description="asyncio coordination on ZooKeeper: a local ZooKeeper, the HA runner, "
-        "the demo. "
+        "config distribution (agent, trigger, app, deploy, config), the demo. "
         "Every long-running command stops gracefully on SIGTERM/SIGINT.",
     )
     parser.add_argument("--version", action="version", version=f"aiocoord {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     zk.add_parser(sub)
     elect.add_parser(sub)
+    agent.add_parser(sub)
+    config_cmd.add_parsers(sub)
+    app.add_parser(sub)
+    deploy.add_parser(sub)
     demo.add_parser(sub)
     for command in sub.choices.values():
         for leaf in _leaves(command):

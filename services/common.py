@@ -45,3 +45,30 @@ def setup_logging(level: str) -> None:
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+
+
+def parse_address(text: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
+    """``HOST:PORT`` (or ``:PORT``, or ``PORT``) -> (host, port); ValueError when malformed."""
+    host, sep, port_text = text.rpartition(":")
+    if not sep:
+        host, port_text = default_host, text
+    host = host.strip("[]") or default_host
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise ValueError(f"bad address {text!r}: expected HOST:PORT") from None
+    if not 0 <= port < 65536:
+        raise ValueError(f"bad port in {text!r}")
+    return host, port
+
+
+def read_data_argument(value: str) -> bytes:
+    """A DATA argument: ``-`` reads stdin, ``@FILE`` reads a file, anything else is the text."""
+    import sys
+
+    if value == "-":
+        return sys.stdin.buffer.read()
+    if value.startswith("@"):
+        with open(value[1:], "rb") as f:
+            return f.read()
+    return value.encode()

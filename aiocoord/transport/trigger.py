@@ -119,6 +119,12 @@ class TriggerServer:
         #: requests by outcome: "ok" or an error code (for metrics and tests)
         self.counts: Counter[str] = Counter()
 
+    @staticmethod
+    def check_address(host: str, has_token: bool) -> None:
+        """ValueError unless ``host`` is loopback or a token is set."""
+        if not has_token and not _is_loopback(host):
+            raise ValueError(f"refusing to serve triggers on non-loopback {host!r} without a token")
+
     async def serve(
         self,
         host: str = "127.0.0.1",
@@ -128,8 +134,7 @@ class TriggerServer:
     ) -> None:
         """Listen on ``host:port`` (0: any free port) until cancelled; reports the bound port
         through ``task_status`` (``port = await tg.start(server.serve, host, 0)``)."""
-        if self._token is None and not _is_loopback(host):
-            raise ValueError(f"refusing to serve triggers on non-loopback {host!r} without a token")
+        self.check_address(host, self._token is not None)
         server = await asyncio.start_server(
             self._connection, host, port, limit=self.max_frame + 1, reuse_address=True
         )

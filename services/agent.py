@@ -1,0 +1,97 @@
+"""``aiocoord agent``: the config agent. Contends in an election; only the leader listens on the
+trigger port and publishes (every publish guarded by its leadership term). Failover moves the
+listener: the new leader binds the same address (retrying while a paused old leader still holds
+it), and a deposed leader's publishes fail before they reach the history."""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import logging
+import os
+
+import anyio
+
+import aiocoord
+
+from .common import add_session_options, parse_address
+
+log = logging.getLogger("aiocoord.agent")
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "agent",
+        help="config agent: the elected leader serves trigger commands and publishes",
+        description="Contend in an election (default <path>-agents); while leading, serve the "
+        "trigger protocol on --listen and publish each ADD as a new conf-<seq> version of "
+        "--path. Legacy clients send 'ADD|DATA' and half-close; framed clients send JSON lines.",
+    )
+    add_session_options(p)
+    p.add_argument(
+        "--path", required=True, help="config history path, e.g. /Applications/NginxConf"
+    )
+    p.add_argument(
+        "--listen",
+        default="127.0.0.1:8877",
+        metavar="HOST:PORT",
+        help="trigger address (default 127.0.0.1:8877; a non-loopback address needs --token)",
+    )
+    p.add_argument(
+        "--token",
+        default=os.environ.get("AIOCOORD_TRIGGER_TOKEN"),
+        help="require this token on every request (default: $AIOCOORD_TRIGGER_TOKEN)",
+    )
+    p.add_argument("--election", default=None, metavar="PATH", help="default <path>-agents")
+    p.add_argument("--identity", default=None, help="stored in the candidate node (hostname:pid)")
+    p.add_argument("--retention", type=int, default=100, metavar="N", help="versions kept (100)")
+    p.add_argument(
+        "--max-frame", type=int, default=2 * 1024 * 1024, metavar="BYTES", help="(2 MiB)"
+    )
+    p.set_defaults(func=main)
+
+
+async def _run(args: argparse.Namespace) -> None:
+    host, port = parse_address(args.listen)
+    identity = args.identity or f"{os.uname().nodename}:{os.getpid()}"
+    async with aiocoord.Client(
+        args.zk, namespace=args.namespace, session_timeout=args.session_timeout
+    ) as zk:
+        store = aiocoord.ConfigStore(zk, args.path, retention=args.retention)
+        election = aiocoord.Election(zk, args.election or f"{args.path}-agents", identity=identity)
+        log.info("agent %s contending at %s", identity, election.path)
+
+        async def lead(term: aiocoord.Term) -> None:
+            async def add(request: aiocoord.TriggerRequest) -> str:
+                if request.path not in (None, store.path):
+                    raise aiocoord.TriggerError(
+                        "bad_request", f"this agent publishes to {store.path}, not {request.path}"
+                    )
+                return await store.publish(request.data, key=request.key, term=term)
+
+            server = aiocoord.TriggerServer(
+                {"ADD": add}, token=args.token, max_frame=args.max_frame
+            )
+            log.info("leading (token 0x%x): serving triggers on %s", term.token.czxid, args.listen)
+            while True:
+                try:
+                    await server.serve(host, port)
+                except OSError as exc:
+                    if exc.errno != errno.EADDRINUSE:
+                        raise
+                    log.warning("%s is still in use (an old leader?): retrying", args.listen)
+                    await anyio.sleep(0.5)
+
+        await election.run(lead)
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        host, _ = parse_address(args.listen)
+        aiocoord.TriggerServer.check_address(host, bool(args.token))
+        aiocoord.run(_run, args)
+    except (ValueError, aiocoord.ConnectError) as exc:
+        log.error("%s", exc)
+        return 1
+    log.info("stopped")
+    return 0

@@ -1,0 +1,209 @@
+"""``aiocoord deploy``: check out exactly the commit a watched znode names.
+
+The node (e.g. ``/app/business/config``) holds ``{"url", "commitId", "relativePath"}``. On every
+change the deployer clones (into a temporary directory, moved into place once checked out) or
+fetches ``url`` into ``ROOT/relativePath``, checks out ``commitId`` detached, and verifies HEAD.
+It reports to ``<node>-status/<host-id>`` (version = the commit checked out there).
+
+Bad input (invalid JSON, a missing field, a ``relativePath`` outside ROOT, a commit that is not
+in the repository, a failing git) is logged and reported; the previous checkout is untouched and
+the deployer keeps watching.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import re
+import shutil
+import socket
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+
+import aiocoord
+from aiocoord.transport import codec
+
+from .common import add_session_options
+
+log = logging.getLogger("aiocoord.deploy")
+
+_COMMIT = re.compile(r"^[0-9a-fA-F]{7,40}$")
+_GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "/bin/true", "LC_ALL": "C"}
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "deploy",
+        help="check out the commit a watched znode names, on every change",
+        description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_session_options(p)
+    p.add_argument("--node", required=True, help="the watched znode, e.g. /app/business/config")
+    p.add_argument("--root", required=True, type=Path, help="checkouts go under this directory")
+    p.add_argument("--id", default=None, help="host id for the status node (default: hostname)")
+    p.add_argument("--git-timeout", type=float, default=300.0, metavar="SECONDS", help="(300)")
+    p.set_defaults(func=main)
+
+
+class DeployError(Exception):
+    """This deployment cannot be done; nothing was changed."""
+
+
+@dataclass(frozen=True, slots=True)
+class Deployment:
+    url: str
+    commit: str
+    relative_path: str
+
+
+def parse_deployment(data: bytes) -> Deployment:
+    """The node's JSON as a ``Deployment``; ``DeployError`` says what is wrong with it."""
+    try:
+        raw = codec.loads_object(data, what="deployment")
+    except codec.DecodeError as exc:
+        raise DeployError(str(exc)) from None
+    values = {}
+    for name in ("url", "commitId", "relativePath"):
+        value = raw.get(name)
+        if not isinstance(value, str) or not value.strip():
+            raise DeployError(f"deployment needs a non-empty string {name!r}")
+        values[name] = value.strip()
+    if values["url"].startswith("-"):
+        raise DeployError(f"bad url {values['url']!r}")
+    if not _COMMIT.match(values["commitId"]):
+        raise DeployError(f"commitId must be 7-40 hex digits, not {values['commitId']!r}")
+    return Deployment(values["url"], values["commitId"].lower(), values["relativePath"])
+
+
+def target_directory(root: Path, relative_path: str) -> Path:
+    """``root/relative_path``, refusing anything that resolves outside ``root`` (or to it)."""
+    base = root.resolve()
+    if Path(relative_path).is_absolute():
+        raise DeployError(f"relativePath must be relative, not {relative_path!r}")
+    target = (base / relative_path).resolve()
+    if target == base or base not in target.parents:
+        raise DeployError(f"relativePath {relative_path!r} escapes {base}")
+    return target
+
+
+async def _git(*args: str, cwd: Path | None = None) -> str:
+    cmd = ["git", *args]
+    result = await anyio.run_process(cmd, cwd=cwd, check=False, env={**os.environ, **_GIT_ENV})
+    if result.returncode != 0:
+        message = result.stderr.decode(errors="replace").strip().splitlines()
+        raise DeployError(f"git {args[0]} failed: {message[-1] if message else result.returncode}")
+    return result.stdout.decode().strip()
+
+
+async def _resolve(repo: Path, commit: str) -> str | None:
+    try:
+        return await _git("rev-parse", "--verify", "--quiet", f"{commit}^{{commit}}", cwd=repo)
+    except DeployError:
+        return None
+
+
+async def deploy(root: Path, deployment: Deployment) -> str:
+    """Check out ``deployment`` under ``root``; returns the full commit id now at HEAD.
+    (Cancelled midway, e.g. by a time limit, it leaves the previous checkout in place unless
+    the final checkout had begun.)"""
+    target = target_directory(root, deployment.relative_path)
+    url, commit = deployment.url, deployment.commit
+    if target.exists():
+        if not (target / ".git").exists():
+            raise DeployError(f"{target} exists and is not a git checkout: not touching it")
+        full = await _resolve(target, commit)
+        if full is None:
+            await _git(
+                "fetch",
+                "--quiet",
+                "--tags",
+                "--",
+                url,
+                "+refs/heads/*:refs/remotes/deploy/*",
+                cwd=target,
+            )
+            full = await _resolve(target, commit)
+        if full is None:
+            raise DeployError(f"commit {commit} is not in {url}")
+        await _git("checkout", "--quiet", "--detach", full, cwd=target)
+    else:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        try:
+            await _git("clone", "--quiet", "--no-checkout", "--", url, str(staging))
+            full = await _resolve(staging, commit)
+            if full is None:
+                raise DeployError(f"commit {commit} is not in {url}")
+            await _git("checkout", "--quiet", "--detach", full, cwd=staging)
+            os.rename(staging, target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    head = await _git("rev-parse", "HEAD", cwd=target)
+    if head != full:
+        raise DeployError(f"HEAD of {target} is {head}, expected {full}")
+    return head
+
+
+async def _run(args: argparse.Namespace) -> None:
+    host_id = args.id or socket.gethostname()
+    root: Path = args.root
+    async with aiocoord.Client(
+        args.zk, namespace=args.namespace, session_timeout=args.session_timeout
+    ) as zk:
+        board = aiocoord.StatusBoard(zk, f"{args.node.rstrip('/')}-status")
+        running: str | None = None  # the commit we checked out last
+        last: tuple[str | None, bool, str | None] | None = None
+
+        async def report(version: str | None, ok: bool, error: str | None) -> None:
+            nonlocal last
+            last = (version, ok, error)
+            try:
+                await board.report(host_id, version, ok=ok, error=error)
+            except aiocoord.CoordError as exc:
+                log.warning("could not report status: %s", exc)
+
+        async def report_again_on_new_session() -> None:
+            async with zk.session_events() as events:
+                async for event in events:
+                    if event.state is aiocoord.SessionState.CONNECTED and last is not None:
+                        await report(*last)
+
+        async with anyio.create_task_group() as tg, aiocoord.watch_node(zk, args.node) as feed:
+            tg.start_soon(report_again_on_new_session)
+            log.info("%s: deploying what %s names under %s", host_id, args.node, root)
+            async for version in feed:
+                try:
+                    deployment = parse_deployment(version.data)
+                    with anyio.fail_after(args.git_timeout):
+                        head = await deploy(root, deployment)
+                except TimeoutError:
+                    message = f"git did not finish within {args.git_timeout:g}s"
+                    log.error("deployment (zxid 0x%x) NOT done: %s", version.zxid, message)
+                    await report(running, False, message)
+                    continue
+                except (DeployError, OSError) as exc:
+                    log.error("deployment (zxid 0x%x) NOT done: %s", version.zxid, exc)
+                    await report(running, False, str(exc))
+                    continue
+                running = head
+                log.info("checked out %s at %s", head, root / deployment.relative_path)
+                await report(head, True, None)
+
+
+def main(args: argparse.Namespace) -> int:
+    if shutil.which("git") is None:
+        log.error("git is not installed")
+        return 2
+    args.root.mkdir(parents=True, exist_ok=True)
+    try:
+        aiocoord.run(_run, args)
+    except aiocoord.ConnectError as exc:
+        log.error("%s", exc)
+        return 1
+    log.info("stopped")
+    return 0
