@@ -123,7 +123,7 @@ async def _config(args: argparse.Namespace) -> int:
         elif args.action == "history":
             for v in await store.history():
                 if args.json:
-                    line: dict[str, object] = {
+                    line = {
                         "version": v.name,
                         "zxid": v.zxid,
                         "bytes": len(v.data),
