@@ -1,0 +1,375 @@
+"""The config services as separate processes against a real ZooKeeper: the agent's failover
+under a stream of triggers, ``app`` in front of a real nginx, ``deploy`` from real git
+repositories, and the ``trigger`` / ``config`` commands."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import anyio
+import anyio.abc
+import pytest
+
+from aiocoord import (
+    Client,
+    ConfigStore,
+    Election,
+    HostStatus,
+    StatusBoard,
+    TriggerClient,
+    TriggerError,
+    send_legacy,
+)
+from aiocoord.testing import ZooKeeperServer, free_port
+from aiocoord.transport import codec
+from tests.helpers import eventually, eventually_async
+
+PATH = "/Applications/NginxConf"
+
+
+def aiocoord_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "services", *args]
+
+
+@asynccontextmanager
+async def service(*args: str) -> AsyncIterator[anyio.abc.Process]:
+    """An ``aiocoord`` service process; stopped with SIGTERM (then SIGKILL) after the test."""
+    async with await anyio.open_process(aiocoord_cmd(*args), stdout=None, stderr=None) as proc:
+        try:
+            yield proc
+        finally:
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGTERM)
+                with anyio.move_on_after(10):
+                    await proc.wait()
+                if proc.returncode is None:
+                    proc.kill()
+                    await proc.wait()
+
+
+def zk_args(zk_server: ZooKeeperServer, zk: Client) -> list[str]:
+    return ["--zk", zk_server.hosts, "--namespace", zk.namespace, "--session-timeout", "2"]
+
+
+async def status_of(zk: Client, board: str, host: str) -> HostStatus | None:
+    for status in await StatusBoard(zk, board).read():
+        if status.host == host:
+            return status
+    return None
+
+
+# -- agent -------------------------------------------------------------------------------------
+async def test_agent_leader_killed_mid_stream_standby_serves_and_no_ack_is_lost(
+    zk_server: ZooKeeperServer, zk: Client
+) -> None:
+    port = free_port()
+    common = [*zk_args(zk_server, zk), "--path", PATH, "--listen", f"127.0.0.1:{port}"]
+    acked: dict[str, str] = {}  # key -> version
+    async with (
+        service("agent", *common, "--identity", "agent-a") as a,
+        service("agent", *common, "--identity", "agent-b") as b,
+    ):
+        election = Election(zk, f"{PATH}-agents")
+
+        async def two_candidates() -> bool:
+            return len(await election.candidates()) == 2
+
+        await eventually_async(two_candidates, 30)
+        # the plain legacy client first
+        with anyio.fail_after(20):
+            while True:
+                try:
+                    version = await send_legacy("127.0.0.1", port, b"ADD|hello|world")
+                    break
+                except (OSError, TriggerError):
+                    await anyio.sleep(0.1)
+        assert (await ConfigStore(zk, PATH).get(version)).data == b"hello|world"
+
+        leader = (await election.current_leaders())[0].identity
+        killed = a if leader == "agent-a" else b
+        with anyio.fail_after(60):
+            for n in range(60):
+                if n == 20:
+                    killed.kill()  # kill -9 mid-stream
+                key = f"request-{n}"
+                while key not in acked:
+                    try:
+                        async with TriggerClient("127.0.0.1", port) as client:
+                            acked[key] = await client.send("ADD", f"payload {n}", key=key)
+                    except (OSError, TriggerError):
+                        await anyio.sleep(0.1)  # no leader listening yet, or a lost reply
+        new_leader = (await election.current_leaders())[0].identity
+        assert new_leader != leader
+    store = ConfigStore(zk, PATH)
+    for n in range(60):
+        assert (await store.get(acked[f"request-{n}"])).data == f"payload {n}".encode()
+    assert len(set(acked.values())) == 60  # a retried key never made a second version
+    names = [v.name for v in await store.history()]
+    assert len(names) == len(set(names)) == 61
+
+
+def test_agent_refuses_a_public_address_without_a_token(zk_server: ZooKeeperServer) -> None:
+    out = subprocess.run(
+        aiocoord_cmd("agent", "--zk", zk_server.hosts, "--path", PATH, "--listen", "0.0.0.0:8877"),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert out.returncode == 1
+    assert "without a token" in out.stderr
+
+
+# -- trigger and config commands ---------------------------------------------------------------
+async def test_trigger_and_config_commands(zk_server: ZooKeeperServer, zk: Client) -> None:
+    port = free_port()
+    common = zk_args(zk_server, zk)
+    async with service("agent", *common, "--path", PATH, "--listen", f"127.0.0.1:{port}"):
+
+        def trigger(*args: str) -> subprocess.CompletedProcess[str]:
+            cmd = aiocoord_cmd("trigger", "--to", f"127.0.0.1:{port}", *args)
+            return subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+
+        with anyio.fail_after(30):
+            while (out := await anyio.to_thread.run_sync(trigger, "ADD", "first")).returncode:
+                assert out.returncode == 2, out.stderr  # not listening yet
+                await anyio.sleep(0.2)
+        assert out.stdout.strip() == "conf-0000000000"
+        out = await anyio.to_thread.run_sync(trigger, "DEL", "x")
+        assert out.returncode == 1 and out.stderr.startswith("ERR unknown_command")
+        out = await anyio.to_thread.run_sync(trigger, "--legacy", "ADD", "second")
+        assert (out.returncode, out.stdout.strip()) == (0, "conf-0000000001")
+
+    def config(*args: str) -> subprocess.CompletedProcess[str]:
+        cmd = aiocoord_cmd("config", *args, *common, "--path", PATH)
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+
+    assert config("current").stdout == "second"
+    assert config("rollback", "0").stdout.strip() == "conf-0000000002"
+    assert config("current").stdout == "first"
+    history = [codec.loads(line) for line in config("history", "--json").stdout.splitlines()]
+    assert [h["version"] for h in history] == [f"conf-000000000{i}" for i in range(3)]
+    assert config("publish", "third").stdout.strip() == "conf-0000000003"
+    out = config("rollback", "conf-0000000099")
+    assert out.returncode == 1 and "NoNode" in out.stderr
+
+
+# -- app + nginx -------------------------------------------------------------------------------
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+
+
+def site(port: int, body: str) -> bytes:
+    return (
+        f'server {{ listen 127.0.0.1:{port}; location / {{ return 200 "{body}\\n"; }} }}\n'
+    ).encode()
+
+
+def http_get(port: int) -> str | None:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as response:
+            return response.read().decode().strip()  # type: ignore[no-any-return]
+    except (urllib.error.URLError, OSError):
+        return None
+
+
+def one_worker(master: int) -> bool:
+    """nginx has finished a reload: one worker left, none of the old ones still shutting down
+    (an old worker may still take a connection just after the new one served one)."""
+    workers = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                title = f.read().decode(errors="replace")
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == master:
+            workers.append(title)
+    return len(workers) == 1 and "shutting down" not in workers[0]
+
+
+def serves(master: int, port: int, body: str) -> bool:
+    return one_worker(master) and http_get(port) == body
+
+
+@pytest.mark.skipif(not os.path.exists(NGINX), reason="nginx is installed by make test")
+async def test_app_applies_configs_to_a_real_nginx_and_never_a_broken_one(
+    zk_server: ZooKeeperServer, zk: Client, tmp_path: Path
+) -> None:
+    port = free_port()
+    app_conf = tmp_path / "app.conf"
+    app_conf.write_bytes(site(port, "v0"))
+    main_conf = tmp_path / "nginx.conf"
+    temp = "".join(
+        f"{kind}_temp_path {tmp_path}/{kind};"
+        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    main_conf.write_text(
+        f"pid {tmp_path}/nginx.pid; error_log {tmp_path}/error.log; worker_processes 1;\n"
+        f"events {{}}\nhttp {{ access_log off; {temp} include {app_conf}; }}\n"
+    )
+    nginx = [NGINX, "-p", str(tmp_path), "-c", str(main_conf)]
+    store = ConfigStore(zk, PATH)
+    async with await anyio.open_process([*nginx, "-g", "daemon off;"]) as server:
+        try:
+            await eventually(lambda: serves(server.pid, port, "v0"), 20)
+            async with service(
+                "app", *zk_args(zk_server, zk), "--path", PATH, "--out", str(app_conf),
+                "--id", "web-1",
+                "--check-cmd", " ".join([*nginx, "-t", "-q"]),
+                "--reload-cmd", " ".join([*nginx, "-s", "reload"]),
+            ):  # fmt: skip
+                v1 = await store.publish(site(port, "v1"))
+
+                async def status_is(version: str, ok: bool) -> bool:
+                    status = await status_of(zk, f"{PATH}-status", "web-1")
+                    return status is not None and (status.version, status.ok) == (version, ok)
+
+                await eventually_async(lambda: status_is(v1, True), 30)
+                await eventually(lambda: serves(server.pid, port, "v1"), 20)
+
+                broken = await store.publish(site(port, "v2").replace(b"return", b"retrun"))
+                await eventually_async(lambda: status_is(v1, False), 30)
+                status = await status_of(zk, f"{PATH}-status", "web-1")
+                assert status is not None and status.error is not None
+                assert broken in status.error and "check command failed" in status.error
+                assert app_conf.read_bytes() == site(port, "v1")  # the working one stays
+                assert http_get(port) == "v1"
+
+                v3 = await store.publish(site(port, "v3"))
+                await eventually_async(lambda: status_is(v3, True), 30)
+                await eventually(lambda: serves(server.pid, port, "v3"), 20)
+        finally:
+            server.terminate()
+            with anyio.move_on_after(10):
+                await server.wait()
+            if server.returncode is None:
+                server.kill()
+
+
+async def test_app_restores_the_file_when_reload_fails(
+    zk_server: ZooKeeperServer, zk: Client, tmp_path: Path
+) -> None:
+    out = tmp_path / "app.conf"
+    store = ConfigStore(zk, PATH)
+    flag = tmp_path / "reload-fails"
+    reload_cmd = f"test ! -e {flag}"
+    async with service(
+        "app", *zk_args(zk_server, zk), "--path", PATH, "--out", str(out), "--id", "h",
+        "--check-cmd", "grep -q good {file}", "--reload-cmd", reload_cmd,
+    ):  # fmt: skip
+        good = await store.publish(b"good 1")
+
+        async def applied() -> bool:
+            status = await status_of(zk, f"{PATH}-status", "h")
+            return status is not None and (status.version, status.ok) == (good, True)
+
+        await eventually_async(applied, 30)  # reloaded, not only written
+        assert out.read_bytes() == b"good 1"
+        await store.publish(b"bad")  # fails its check on the temporary file
+        flag.touch()
+        await store.publish(b"good 2")  # passes its check, but the reload fails
+
+        async def failed_twice() -> bool:
+            status = await status_of(zk, f"{PATH}-status", "h")
+            return status is not None and status.error is not None and "reload" in status.error
+
+        await eventually_async(failed_twice, 30)
+        assert out.read_bytes() == b"good 1"
+        leftovers = [name for name in os.listdir(tmp_path) if name.startswith(".app.conf.")]
+        assert not leftovers  # no temporary file left behind
+
+
+# -- deploy + git ------------------------------------------------------------------------------
+def git(*args: str, cwd: Path) -> str:
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@example.com",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@example.com",
+    }
+    out = subprocess.run(
+        ["git", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=30, check=True
+    )
+    return out.stdout.strip()
+
+
+def commit(repo: Path, text: str) -> str:
+    (repo / "app.txt").write_text(text)
+    git("add", "app.txt", cwd=repo)
+    git("commit", "-q", "-m", text, cwd=repo)
+    return git("rev-parse", "HEAD", cwd=repo)
+
+
+async def test_deploy_checks_out_exact_commits_and_survives_bad_input(
+    zk_server: ZooKeeperServer, zk: Client, tmp_path: Path
+) -> None:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git("init", "-q", "-b", "main", cwd=repo)
+    c1 = commit(repo, "one")
+    root = tmp_path / "deployed"
+    checkout = root / "svc" / "app"
+    node = "/app/business/config"
+    await zk.create(node, b"", makepath=True)
+
+    def head() -> str | None:
+        try:
+            return git("rev-parse", "HEAD", cwd=checkout)
+        except subprocess.CalledProcessError:
+            return None
+
+    async def deploy(value: object) -> None:
+        data = value if isinstance(value, bytes) else codec.dumps(value)
+        await zk.set(node, data)
+
+    async def reported(ok: bool, text: str) -> bool:
+        status = await status_of(zk, f"{node}-status", "h1")
+        return status is not None and status.ok is ok and text in (status.error or status.version)
+
+    url = repo.as_uri()
+    async with service(
+        "deploy", *zk_args(zk_server, zk), "--node", node, "--root", str(root), "--id", "h1"
+    ):
+        await deploy({"url": url, "commitId": c1, "relativePath": "svc/app"})
+        await eventually_async(lambda: reported(True, c1), 30)
+        assert head() == c1 and (checkout / "app.txt").read_text() == "one"
+
+        c2 = commit(repo, "two")  # made after the clone: the deployer must fetch it
+        await deploy({"url": url, "commitId": c2[:12], "relativePath": "svc/app"})
+        await eventually_async(lambda: reported(True, c2), 30)
+        assert head() == c2
+        assert git("status", "--porcelain", "--branch", cwd=checkout).startswith(
+            "## HEAD (no branch)"
+        )
+
+        bad_inputs: list[tuple[object, str]] = [
+            (b"{not json", "not valid JSON"),
+            ({"url": url, "commitId": c1}, "relativePath"),
+            ({"url": url, "commitId": c1, "relativePath": "../escape"}, "escapes"),
+            ({"url": url, "commitId": c1, "relativePath": "/etc"}, "must be relative"),
+            ({"url": url, "commitId": "deadbeef" * 5, "relativePath": "svc/app"}, "is not in"),
+            ({"url": url, "commitId": "HEAD~1", "relativePath": "svc/app"}, "hex digits"),
+            ({"url": url, "commitId": "deadbeef" * 5, "relativePath": "svc/new"}, "is not in"),
+            ({"url": f"{url}-missing", "commitId": c1, "relativePath": "svc/other"}, "clone"),
+        ]
+        for value, message in bad_inputs:
+            await deploy(value)
+            await eventually_async(lambda message=message: reported(False, message), 30)  # type: ignore[misc]
+            assert head() == c2, f"{value!r} touched the checkout"
+        assert not (root / "svc" / "new").exists() and not (tmp_path / "escape").exists()
+        assert sorted(p.name for p in (root / "svc").iterdir()) == ["app"]
+
+        await deploy({"url": url, "commitId": c1, "relativePath": "svc/app"})  # still watching
+        await eventually_async(lambda: reported(True, c1), 30)
+        assert head() == c1 and (checkout / "app.txt").read_text() == "one"
