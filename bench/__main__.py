@@ -18,7 +18,7 @@ from typing import Any
 
 from aiocoord.testing import ZooKeeperServer
 
-from . import election
+from . import config, election
 
 HERE = Path(__file__).resolve().parent
 
@@ -107,14 +107,17 @@ def main() -> None:
         client = run_client_bench(server.hosts, n1, n100)
         print("  election handover ...", flush=True)
         elections = election.run(server.hosts, quick=args.quick)
+        configs = config.run(server.hosts, quick=args.quick)
     print_client_table(client)
     election.print_table(elections)
+    config.print_table(configs)
     out = {
         "machine": machine,
         "started": started,
         "quick": args.quick,
         "client": client,
         "election": elections,
+        "config": configs,
     }
     (HERE / "results.json").write_text(json.dumps(out, indent=2))
     print(f"\nwrote {HERE / 'results.json'}")

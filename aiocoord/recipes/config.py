@@ -190,6 +190,7 @@ class ConfigStore:
         self.status = StatusBoard(client, f"{self.path}-status")
         self._keys = f"{self.path}-keys"
         self._prune_every = max(1, retention // 10)
+        self._pruning = False
 
     # -- writing ---------------------------------------------------------------------------
     async def publish(
@@ -226,8 +227,12 @@ class ConfigStore:
             with contextlib.suppress(NoNode):  # pruned already: only a very old key
                 await self._client.set(key_node, name.encode())
         log.info("%s: published %s (%d bytes)", self.path, name, len(data))
-        if int(name[len(PREFIX) :]) % self._prune_every == 0:
-            await self.prune()
+        if int(name[len(PREFIX) :]) % self._prune_every == 0 and not self._pruning:
+            self._pruning = True  # one prune at a time per store: concurrent ones collide
+            try:
+                await self.prune()
+            finally:
+                self._pruning = False
         return name
 
     async def _published_with(self, key_node: str) -> str:
@@ -256,9 +261,14 @@ class ConfigStore:
         except NoNode:
             return 0
         old = names[: -self.retention]
-        for name in old:
-            with contextlib.suppress(NoNode):
-                await client.delete(f"{self.path}/{name}")
+        for start in range(0, len(old), 100):
+            batch = [f"{self.path}/{name}" for name in old[start : start + 100]]
+            try:  # one transaction per batch
+                await client.multi([Op.delete(node) for node in batch])
+            except MultiFailed:  # someone else pruned some of them: one by one
+                for node in batch:
+                    with contextlib.suppress(NoNode):
+                        await client.delete(node)
         if old:
             log.debug("%s: pruned %d versions", self.path, len(old))
             await self._prune_keys(f"{self.path}/{names[-self.retention]}")
