@@ -285,6 +285,13 @@ async def test_app_restores_the_file_when_reload_fails(
 
         await eventually_async(failed_twice, 30)
         assert out.read_bytes() == b"good 1"
+        with anyio.fail_after(30):
+            status = await anyio.run_process(
+                aiocoord_cmd("config", "status", "--json", *zk_args(zk_server, zk), "--path", PATH)
+            )
+        (line,) = [codec.loads(text) for text in status.stdout.decode().splitlines()]
+        assert (line["host"], line["version"], line["ok"]) == ("h", good, False)
+        assert line["current"] is False and "reload command failed" in line["error"]
         leftovers = [name for name in os.listdir(tmp_path) if name.startswith(".app.conf.")]
         assert not leftovers  # no temporary file left behind
 
