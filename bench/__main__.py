@@ -18,7 +18,7 @@ from typing import Any
 
 from aiocoord.testing import ZooKeeperServer
 
-from . import config, election
+from . import config, discovery, election
 
 HERE = Path(__file__).resolve().parent
 
@@ -108,9 +108,11 @@ def main() -> None:
         print("  election handover ...", flush=True)
         elections = election.run(server.hosts, quick=args.quick)
         configs = config.run(server.hosts, quick=args.quick)
+        discoveries = discovery.run(server.hosts, quick=args.quick)
     print_client_table(client)
     election.print_table(elections)
     config.print_table(configs)
+    discovery.print_table(discoveries)
     out = {
         "machine": machine,
         "started": started,
@@ -118,6 +120,7 @@ def main() -> None:
         "client": client,
         "election": elections,
         "config": configs,
+        "discovery": discoveries,
     }
     (HERE / "results.json").write_text(json.dumps(out, indent=2))
     print(f"\nwrote {HERE / 'results.json'}")

@@ -423,6 +423,7 @@ class ServiceCache:
         self._event_ready = anyio.Event()
         self._closed = False
         self._round_robin = itertools.count()
+        self._live: list[ServiceInstance] | None = None  # enabled instances, sorted by id
         #: True while the session is away (the cache may be behind)
         self.stale = True
 
@@ -434,7 +435,9 @@ class ServiceCache:
     def pick(self, strategy: Strategy | str = Strategy.RANDOM) -> ServiceInstance:
         """One enabled instance; ``NoInstances`` when there is none."""
         strategy = Strategy(strategy)
-        live = [i for i in self.instances() if i.enabled]
+        live = self._live
+        if live is None:  # recomputed only after a change
+            live = self._live = [i for i in self.instances() if i.enabled]
         if not live:
             raise NoInstances(f"no enabled instance of {self.name!r}")
         if strategy is Strategy.ROUND_ROBIN:
@@ -446,8 +449,13 @@ class ServiceCache:
             return random.choices(live, weights)[0]
         return random.choice(live)
 
-    async def changes(self) -> AsyncIterator[ServiceEvent]:
-        """Added / removed / updated events from now on (at most 1024 kept for a slow reader)."""
+    def changes(self) -> AsyncIterator[ServiceEvent]:
+        """Added / removed / updated events from now on (at most 1024 kept for a slow reader;
+        one reader per cache)."""
+        self._events.clear()
+        return self._changes()
+
+    async def _changes(self) -> AsyncIterator[ServiceEvent]:
         while not self._closed:
             while self._events:
                 yield self._events.popleft()
@@ -460,6 +468,7 @@ class ServiceCache:
         self._event_ready.set()
 
     def _emit(self, kind: str, instance: ServiceInstance) -> None:
+        self._live = None
         self._events.append(ServiceEvent(kind, instance))
         self._event_ready.set()
 
