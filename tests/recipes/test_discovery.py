@@ -8,6 +8,7 @@ import signal
 import sys
 from collections import Counter
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import anyio
 import anyio.abc
@@ -254,3 +255,29 @@ async def test_bad_input_is_refused_before_anything_is_sent(zk: Client) -> None:
         with pytest.raises(ValueError, match="health check"):
             parse_check(spec)
     assert await zk.exists("/services") is None
+
+
+async def test_http_and_command_checks_against_real_servers(tmp_path: Path) -> None:
+    status = [b"200 OK"]
+
+    async def handle(stream: anyio.abc.SocketStream) -> None:
+        async with stream:
+            await stream.receive()
+            await stream.send(b"HTTP/1.0 " + status[0] + b"\r\nContent-Length: 0\r\n\r\n")
+
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)
+    async with listener, anyio.create_task_group() as tg:
+        tg.start_soon(listener.serve, handle)
+        check = parse_check(f"http://127.0.0.1:{port}/health")
+        with anyio.fail_after(10):
+            assert await check() is True  # type: ignore[misc]
+            status[0] = b"503 Service Unavailable"
+            assert await check() is False  # type: ignore[misc]
+        tg.cancel_scope.cancel()
+    flag = tmp_path / "up"
+    check = parse_check(f"cmd:test -e {flag}")
+    with anyio.fail_after(10):
+        assert await check() is False  # type: ignore[misc]
+        flag.touch()
+        assert await check() is True  # type: ignore[misc]
