@@ -256,10 +256,7 @@ class ConfigStore:
         """Delete the versions beyond ``retention`` (and their idempotency keys); returns how
         many versions were deleted."""
         client = self._client
-        try:
-            names = sorted(n for n in await client.children(self.path) if _CONF.match(n))
-        except NoNode:
-            return 0
+        names = await self._versions()
         old = names[: -self.retention]
         for start in range(0, len(old), 100):
             batch = [f"{self.path}/{name}" for name in old[start : start + 100]]
@@ -290,6 +287,13 @@ class ConfigStore:
                     await client.delete(f"{self._keys}/{key}")
 
     # -- reading ---------------------------------------------------------------------------
+    async def _versions(self) -> list[str]:
+        """The names of the kept versions, oldest first."""
+        try:
+            return sorted(n for n in await self._client.children(self.path) if _CONF.match(n))
+        except NoNode:
+            return []
+
     async def current(self) -> ConfigVersion | None:
         """The newest version, or None when nothing was published."""
         return await _read_newest(self._client, self.path, None)
@@ -302,12 +306,8 @@ class ConfigStore:
 
     async def history(self) -> list[ConfigVersion]:
         """Every kept version, oldest first."""
-        try:
-            names = sorted(n for n in await self._client.children(self.path) if _CONF.match(n))
-        except NoNode:
-            return []
         out = []
-        for name in names:
+        for name in await self._versions():
             with contextlib.suppress(NoNode):
                 out.append(await self.get(name))
         return out

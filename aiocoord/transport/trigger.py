@@ -199,10 +199,9 @@ class TriggerServer:
         elif first:
             await self._legacy(reader, writer, first, peer)
 
-    def _reject(self, peer: str | None, code: str, message: str) -> None:
+    def _reject(self, peer: str, code: str, message: str) -> None:
         self.counts[code] += 1
-        if peer is not None:
-            log.warning("trigger from %s refused: %s %s", peer, code, message)
+        log.warning("trigger from %s refused: %s %s", peer, code, message)
 
     # -- legacy ----------------------------------------------------------------------------
     async def _legacy(
@@ -262,24 +261,19 @@ class TriggerServer:
                     pending = await reader.read(1)
                 if not pending:
                     return  # the client is done
+            line: bytes | None
             try:
                 with anyio.fail_after(self.frame_timeout):
                     line = pending + await reader.readuntil(b"\n")
             except TimeoutError:
                 self._reply(writer, peer, None, TriggerError("slow_client", self._slow_message()))
                 return
-            except asyncio.LimitOverrunError:
-                message = f"request exceeds {self.max_frame} bytes"
-                self._reply(writer, peer, None, TriggerError("frame_too_large", message))
-                return
+            except asyncio.LimitOverrunError:  # no newline within the reader's limit
+                line = None
             except asyncio.IncompleteReadError as exc:  # last request without a newline
                 line = pending + exc.partial
-                if len(line) > self.max_frame:
-                    message = f"request exceeds {self.max_frame} bytes"
-                    self._reply(writer, peer, None, TriggerError("frame_too_large", message))
-                    return
             pending = b""
-            if len(line) > self.max_frame + 1:
+            if line is None or len(line.rstrip(b"\n")) > self.max_frame:
                 message = f"request exceeds {self.max_frame} bytes"
                 self._reply(writer, peer, None, TriggerError("frame_too_large", message))
                 return
