@@ -14,7 +14,7 @@ import anyio
 
 import aiocoord
 
-from .common import add_session_options, parse_address
+from .common import add_session_options, parse_address, run_service
 
 log = logging.getLogger("aiocoord.agent")
 
@@ -89,9 +89,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         host, _ = parse_address(args.listen)
         aiocoord.TriggerServer.check_address(host, bool(args.token))
-        aiocoord.run(_run, args)
-    except (ValueError, aiocoord.ConnectError) as exc:
+    except ValueError as exc:
         log.error("%s", exc)
         return 1
-    log.info("stopped")
-    return 0
+    return run_service(log, _run, args, errors=(ValueError, aiocoord.ConnectError))

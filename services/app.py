@@ -29,7 +29,7 @@ import anyio
 
 import aiocoord
 
-from .common import add_session_options
+from .common import StatusReporter, add_session_options, run_service
 
 log = logging.getLogger("aiocoord.app")
 
@@ -159,49 +159,29 @@ async def _run(args: argparse.Namespace) -> None:
         args.zk, namespace=args.namespace, session_timeout=args.session_timeout
     ) as zk:
         store = aiocoord.ConfigStore(zk, args.path)
+        status = StatusReporter(zk, store.status, host_id)
         running: str | None = None  # the version the file holds, as far as we applied it
-        last: tuple[str | None, bool, str | None] | None = None
-
-        async def report(version: str | None, ok: bool, error: str | None) -> None:
-            nonlocal last
-            last = (version, ok, error)
-            try:
-                await store.status.report(host_id, version, ok=ok, error=error)
-            except aiocoord.CoordError as exc:
-                log.warning("could not report status: %s (again after reconnecting)", exc)
-
-        async def report_again_on_new_session() -> None:
-            async with zk.session_events() as events:
-                async for event in events:
-                    if event.state is aiocoord.SessionState.CONNECTED and last is not None:
-                        await report(*last)
 
         async with anyio.create_task_group() as tg, store.watch() as feed:
-            tg.start_soon(report_again_on_new_session)
+            tg.start_soon(status.keep)
             log.info("%s: applying %s to %s", host_id, args.path, out)
             async for version in feed:
                 try:
                     changed = await apply_version(out, version, commands)
                 except (ApplyFailed, OSError) as exc:
                     log.error("%s NOT applied, %s stays: %s", version.name, running, exc)
-                    await report(running, False, f"{version.name}: {exc}")
+                    await status.report(running, False, f"{version.name}: {exc}")
                     continue
                 running = version.name
                 if changed:
                     log.info("applied %s to %s", version.name, out)
                 else:
                     log.info("%s already holds %s", out, version.name)
-                await report(running, True, None)
+                await status.report(running, True)
 
 
 def main(args: argparse.Namespace) -> int:
     if not args.out.parent.is_dir():
         log.error("the directory of --out does not exist: %s", args.out.parent)
         return 2
-    try:
-        aiocoord.run(_run, args)
-    except aiocoord.ConnectError as exc:
-        log.error("%s", exc)
-        return 1
-    log.info("stopped")
-    return 0
+    return run_service(log, _run, args)

@@ -5,6 +5,10 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
+from collections.abc import Awaitable, Callable
+
+import aiocoord
 
 DEFAULT_ZK = "127.0.0.1:2181"
 
@@ -64,11 +68,54 @@ def parse_address(text: str, default_host: str = "127.0.0.1") -> tuple[str, int]
 
 def read_data_argument(value: str) -> bytes:
     """A DATA argument: ``-`` reads stdin, ``@FILE`` reads a file, anything else is the text."""
-    import sys
-
     if value == "-":
         return sys.stdin.buffer.read()
     if value.startswith("@"):
         with open(value[1:], "rb") as f:
             return f.read()
     return value.encode()
+
+
+def run_service(
+    log: logging.Logger,
+    main: Callable[..., Awaitable[object]],
+    *args: object,
+    errors: tuple[type[Exception], ...] = (aiocoord.ConnectError,),
+    say_stopped: bool = True,
+) -> int:
+    """Run a service's ``main(*args)`` until it ends or SIGTERM/SIGINT: 0, or 1 after logging
+    one of ``errors``."""
+    try:
+        aiocoord.run(main, *args)
+    except errors as exc:
+        log.error("%s", exc)
+        return 1
+    if say_stopped:
+        log.info("stopped")
+    return 0
+
+
+class StatusReporter:
+    """Reports this host's status on a ``StatusBoard``, and reports the last one again on every
+    new session (the ephemeral status node went with the lost one): run ``keep()`` in a task."""
+
+    def __init__(self, client: aiocoord.Client, board: aiocoord.StatusBoard, host: str) -> None:
+        self._client = client
+        self._board = board
+        self.host = host
+        self._last: tuple[str | None, bool, str | None] | None = None
+
+    async def report(self, version: str | None, ok: bool, error: str | None = None) -> None:
+        self._last = (version, ok, error)
+        try:
+            await self._board.report(self.host, version, ok=ok, error=error)
+        except aiocoord.CoordError as exc:
+            logging.getLogger("aiocoord.status").warning(
+                "could not report status: %s (again after reconnecting)", exc
+            )
+
+    async def keep(self) -> None:
+        async with self._client.session_events() as events:
+            async for event in events:
+                if event.state is aiocoord.SessionState.CONNECTED and self._last is not None:
+                    await self.report(*self._last)

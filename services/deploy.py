@@ -27,7 +27,7 @@ import anyio
 import aiocoord
 from aiocoord.transport import codec
 
-from .common import add_session_options
+from .common import StatusReporter, add_session_options, run_service
 
 log = logging.getLogger("aiocoord.deploy")
 
@@ -156,43 +156,29 @@ async def _run(args: argparse.Namespace) -> None:
         args.zk, namespace=args.namespace, session_timeout=args.session_timeout
     ) as zk:
         board = aiocoord.StatusBoard(zk, f"{args.node.rstrip('/')}-status")
+        status = StatusReporter(zk, board, host_id)
         running: str | None = None  # the commit we checked out last
-        last: tuple[str | None, bool, str | None] | None = None
-
-        async def report(version: str | None, ok: bool, error: str | None) -> None:
-            nonlocal last
-            last = (version, ok, error)
-            try:
-                await board.report(host_id, version, ok=ok, error=error)
-            except aiocoord.CoordError as exc:
-                log.warning("could not report status: %s", exc)
-
-        async def report_again_on_new_session() -> None:
-            async with zk.session_events() as events:
-                async for event in events:
-                    if event.state is aiocoord.SessionState.CONNECTED and last is not None:
-                        await report(*last)
 
         async with anyio.create_task_group() as tg, aiocoord.watch_node(zk, args.node) as feed:
-            tg.start_soon(report_again_on_new_session)
+            tg.start_soon(status.keep)
             log.info("%s: deploying what %s names under %s", host_id, args.node, root)
             async for version in feed:
                 try:
                     deployment = parse_deployment(version.data)
                     with anyio.fail_after(args.git_timeout):
                         head = await deploy(root, deployment)
-                except TimeoutError:
-                    message = f"git did not finish within {args.git_timeout:g}s"
+                except (DeployError, OSError, TimeoutError) as exc:
+                    message = (
+                        f"git did not finish within {args.git_timeout:g}s"
+                        if isinstance(exc, TimeoutError)
+                        else str(exc)
+                    )
                     log.error("deployment (zxid 0x%x) NOT done: %s", version.zxid, message)
-                    await report(running, False, message)
-                    continue
-                except (DeployError, OSError) as exc:
-                    log.error("deployment (zxid 0x%x) NOT done: %s", version.zxid, exc)
-                    await report(running, False, str(exc))
+                    await status.report(running, False, message)
                     continue
                 running = head
                 log.info("checked out %s at %s", head, root / deployment.relative_path)
-                await report(head, True, None)
+                await status.report(head, True)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -200,10 +186,4 @@ def main(args: argparse.Namespace) -> int:
         log.error("git is not installed")
         return 2
     args.root.mkdir(parents=True, exist_ok=True)
-    try:
-        aiocoord.run(_run, args)
-    except aiocoord.ConnectError as exc:
-        log.error("%s", exc)
-        return 1
-    log.info("stopped")
-    return 0
+    return run_service(log, _run, args)

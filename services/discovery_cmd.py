@@ -13,7 +13,7 @@ import anyio
 import aiocoord
 from aiocoord.transport import codec
 
-from .common import add_session_options
+from .common import add_session_options, run_service
 
 log = logging.getLogger("aiocoord.discovery")
 
@@ -92,13 +92,7 @@ async def _register(args: argparse.Namespace) -> None:
 
 
 def register_main(args: argparse.Namespace) -> int:
-    try:
-        aiocoord.run(_register, args)
-    except (ValueError, aiocoord.CoordError) as exc:
-        log.error("%s", exc)
-        return 1
-    log.info("stopped")
-    return 0
+    return run_service(log, _register, args, errors=(ValueError, aiocoord.CoordError))
 
 
 async def _discover(args: argparse.Namespace) -> None:
@@ -119,9 +113,6 @@ async def _discover(args: argparse.Namespace) -> None:
 
 
 def discover_main(args: argparse.Namespace) -> int:
-    try:
-        aiocoord.run(_discover, args)
-    except (ValueError, aiocoord.CoordError) as exc:
-        log.error("%s", exc)
-        return 1
-    return 0
+    return run_service(
+        log, _discover, args, errors=(ValueError, aiocoord.CoordError), say_stopped=False
+    )

@@ -22,7 +22,7 @@ import anyio
 
 import aiocoord
 
-from .common import add_session_options
+from .common import add_session_options, run_service
 
 log = logging.getLogger("aiocoord.elect")
 
@@ -123,10 +123,4 @@ def main(args: argparse.Namespace) -> int:
     if not cmd:
         print("aiocoord elect: no command given (put it after --)", file=sys.stderr)
         return 2
-    try:
-        aiocoord.run(_run, args, cmd)
-    except aiocoord.ConnectError as exc:
-        log.error("%s", exc)
-        return 1
-    log.info("stopped")
-    return 0
+    return run_service(log, _run, args, cmd)
