@@ -10,7 +10,6 @@ new bytes; the next round starts once every watcher has it.
 
 from __future__ import annotations
 
-import statistics
 import threading
 import time
 import uuid
@@ -22,15 +21,7 @@ from kazoo.client import KazooClient
 
 import aiocoord
 
-
-def _stats(samples: list[float]) -> dict[str, float]:
-    s = sorted(samples)
-    return {
-        "n": len(s),
-        "p50_ms": statistics.median(s) * 1000,
-        "p99_ms": s[max(0, int(len(s) * 0.99) - 1)] * 1000,
-        "max_ms": s[-1] * 1000,
-    }
+from .stats import latency
 
 
 async def _aiocoord_latency(hosts: str, mode: str, rounds: int, watchers: int) -> list[float]:
@@ -192,8 +183,8 @@ def run(hosts: str, *, quick: bool = False) -> dict[str, Any]:
     out: dict[str, Any] = {"watchers": watchers, "rounds": rounds, "latency": {}, "throughput": {}}
     for mode in ("history", "node"):
         print(f"  config {mode} latency, {watchers} watcher sessions ...", flush=True)
-        kazoo = _stats(_kazoo_latency(hosts, mode, rounds, watchers))
-        ours = _stats(
+        kazoo = latency(_kazoo_latency(hosts, mode, rounds, watchers))
+        ours = latency(
             anyio.run(
                 _aiocoord_latency,
                 hosts,

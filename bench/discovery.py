@@ -5,7 +5,6 @@ caches children with ChildrenWatch, one that lists children (and reads one) on e
 from __future__ import annotations
 
 import random
-import statistics
 import threading
 import time
 import uuid
@@ -16,14 +15,7 @@ from kazoo.client import KazooClient
 
 import aiocoord
 
-
-def _stats(samples: list[float]) -> dict[str, float]:
-    s = sorted(samples)
-    return {
-        "n": len(s),
-        "p50_ms": statistics.median(s) * 1000,
-        "p99_ms": s[max(0, int(len(s) * 0.99) - 1)] * 1000,
-    }
+from .stats import latency
 
 
 def _rate(pick: Any, seconds: float) -> float:
@@ -57,7 +49,7 @@ async def _aiocoord(hosts: str, rounds: int, seconds: float) -> dict[str, Any]:
                     pass
                 down.append(time.perf_counter() - started)
             picks = _rate(cache.pick, seconds)
-    return {"register": _stats(up), "deregister": _stats(down), "picks_per_s": picks}
+    return {"register": latency(up), "deregister": latency(down), "picks_per_s": picks}
 
 
 def _kazoo(hosts: str, rounds: int, seconds: float) -> dict[str, Any]:
@@ -103,8 +95,8 @@ def _kazoo(hosts: str, rounds: int, seconds: float) -> dict[str, Any]:
             return reader.get(f"{base}/{child}")[0]  # type: ignore[no-any-return]
 
         return {
-            "register": _stats(up),
-            "deregister": _stats(down),
+            "register": latency(up),
+            "deregister": latency(down),
             "picks_per_s": _rate(cached_pick, seconds),
             "listing_picks_per_s": _rate(listing_pick, seconds / 2),
         }

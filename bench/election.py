@@ -3,7 +3,6 @@ process (relative to the session timeout), aiocoord beside kazoo's Election reci
 
 from __future__ import annotations
 
-import statistics
 import sys
 import threading
 import time
@@ -16,17 +15,9 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 
 import aiocoord
 
+from .stats import latency
+
 KILL_TIMEOUT = 2.0  # session timeout of the killed leaders
-
-
-def _stats(samples: list[float]) -> dict[str, float]:
-    s = sorted(samples)
-    return {
-        "n": len(s),
-        "p50_ms": statistics.median(s) * 1000,
-        "p99_ms": s[max(0, int(len(s) * 0.99) - 1)] * 1000,
-        "max_ms": s[-1] * 1000,
-    }
 
 
 async def _aiocoord_resign(hosts: str, rounds: int) -> list[float]:
@@ -195,13 +186,13 @@ def run(hosts: str, *, quick: bool) -> dict[str, Any]:
     kills = 1 if quick else 3
     out: dict[str, Any] = {"session_timeout_s": KILL_TIMEOUT}
     out["resign"] = {
-        "aiocoord": _stats(
+        "aiocoord": latency(
             anyio.run(_aiocoord_resign, hosts, rounds, backend_options={"use_uvloop": True})
         ),
-        "kazoo": _stats(_kazoo_resign(hosts, rounds)),
+        "kazoo": latency(_kazoo_resign(hosts, rounds)),
     }
     out["kill"] = {
-        lib: _stats(anyio.run(_kill_handover, hosts, lib, kills)) for lib in ("aiocoord", "kazoo")
+        lib: latency(anyio.run(_kill_handover, hosts, lib, kills)) for lib in ("aiocoord", "kazoo")
     }
     return out
 
