@@ -502,8 +502,9 @@ class ServiceCache:
                     session = client.session_id
                     if full or self.path in pending:
                         await self._sync_children(full)
-                    for path in pending - {self.path}:
-                        await self._refresh(path.rsplit("/", 1)[1])
+                    if not full:  # (a full sync has just read every instance)
+                        for path in pending - {self.path}:
+                            await self._refresh(path.rsplit("/", 1)[1])
                 except _RETRYABLE as exc:
                     log.debug("%s: re-reading after %s", self.path, exc)
                     self._full = True
