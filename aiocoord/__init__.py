@@ -31,6 +31,17 @@ from .recipes.discovery import (
     tcp_check,
 )
 from .recipes.election import Candidate, Election, FencingToken, LeadershipLost, Term
+from .recipes.tasks import (
+    Dispatcher,
+    Task,
+    TaskCancelled,
+    TaskFailed,
+    TaskHandle,
+    TaskQueue,
+    TaskState,
+    UnknownTask,
+    Worker,
+)
 from .transport.client import MAX_PACKET, Client, SessionFeed, Watcher
 from .transport.codec import DecodeError
 from .transport.errors import (
@@ -117,6 +128,7 @@ __all__ = [
     "CreateResult",
     "DecodeError",
     "DeleteResult",
+    "Dispatcher",
     "Election",
     "EventType",
     "FencingToken",
@@ -161,6 +173,12 @@ __all__ = [
     "StatusBoard",
     "Strategy",
     "SystemZooKeeperError",
+    "Task",
+    "TaskCancelled",
+    "TaskFailed",
+    "TaskHandle",
+    "TaskQueue",
+    "TaskState",
     "Term",
     "TriggerClient",
     "TriggerError",
@@ -168,9 +186,11 @@ __all__ = [
     "TriggerRequest",
     "TriggerServer",
     "UnimplementedError",
+    "UnknownTask",
     "WatchEvent",
     "WatchMode",
     "Watcher",
+    "Worker",
     "ZnodeStat",
     "ZooKeeperError",
     "command_check",

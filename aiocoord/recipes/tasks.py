@@ -1,0 +1,1259 @@
+"""Task dispatch: clients submit tasks, one elected dispatcher assigns them to live workers by free
+capacity, workers run them and write the outcome; the tasks of a lost worker are reassigned.
+
+Znode layout (the ``/rpc`` tree older kazoo/zkpython scripts use; ``root`` defaults to ``/rpc``)::
+
+    <root>/master                     EPHEMERAL: held by the active dispatcher (data: its identity)
+    <root>/epoch                      PERSISTENT: its version is bumped in the multi() that creates
+                                      ``master``; every dispatcher write checks both (fencing)
+    <root>/workers/<worker-id>        EPHEMERAL, JSON {"capacity": N, "draining": bool, ...}
+    <root>/assign/<worker-id>/<task>  one per assignment; data = the czxid of the worker node it
+                                      was made for (a restarted worker of the same id has another)
+    <root>/tasks/task-<10 digits>     PERSISTENT_SEQUENTIAL, data = the payload bytes
+    <root>/tasks/<task>/status        absent (pending), "schedule", "failed" (waiting for the
+                                      dispatcher's retry), "done", "dead", "cancelled"
+    <root>/tasks/<task>/result        the result bytes, created together with status "done"
+    <root>/tasks/<task>/error-<10 d>  one per failed attempt (the error text): their count is the
+                                      number of failures; the last one is the reason of "dead"
+
+A plain script that creates ``<root>/tasks/task-`` and polls ``.../status`` for ``done`` works.
+
+Every move is one multi(), so a crash between two steps loses and duplicates nothing: the
+dispatcher's assignment creates ``status`` and the assignment together (or moves an assignment
+from a lost worker to a live one, recording the loss as an error); a worker's completion deletes
+its assignment and writes ``done`` and the result together, so a worker whose assignment was
+taken away (paused past its session timeout, presumed dead) cannot complete the task. Tasks run
+at least once and complete exactly once.
+
+SUSPENDED: the dispatcher keeps its state (its writes are fenced, and wait for the reconnect);
+workers keep running their tasks. RECONNECTED: the dispatcher re-reads everything (cheap next to
+a wrong assignment). LOST: the dispatcher's term ends (``master`` went with the session) and it
+contends again; a worker registers again on the new session and re-reads its assignments (the
+dispatcher treats the old registration as lost and moves its tasks; completions of tasks still
+running are refused if the task was moved). Cancellation: ``Dispatcher.run()`` resigns at once;
+``Worker.run()`` stops taking tasks, finishes what it runs within ``grace``, returns the rest to
+the queue, and deregisters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import math
+import os
+import re
+import socket
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import anyio
+import anyio.abc
+
+from ..transport import codec
+from ..transport.client import Client
+from ..transport.errors import (
+    ConnectionLoss,
+    CoordError,
+    MultiFailed,
+    NodeExists,
+    NoNode,
+    NotEmpty,
+    PayloadTooLarge,
+    RequestTimeout,
+    SessionExpired,
+)
+from ..transport.paths import validate_path
+from ..transport.types import (
+    Op,
+    SessionEvent,
+    SessionState,
+    SetDataResult,
+    WatchEvent,
+    ZnodeStat,
+)
+
+__all__ = [
+    "Dispatcher",
+    "Task",
+    "TaskCancelled",
+    "TaskFailed",
+    "TaskHandle",
+    "TaskQueue",
+    "TaskState",
+    "UnknownTask",
+    "Worker",
+]
+
+log = logging.getLogger("aiocoord.tasks")
+
+T = TypeVar("T")
+_RETRYABLE = (ConnectionLoss, RequestTimeout, SessionExpired)
+_TASK_ID = re.compile(r"task-\d{10}")
+_READ_CHUNK = 2000  # reads in flight at once when a whole tree is read
+
+
+class TaskState(enum.Enum):
+    """Where a task is. The values are the words in ``<task>/status`` (PENDING: no status)."""
+
+    PENDING = "pending"
+    SCHEDULED = "schedule"
+    FAILED = "failed"
+    DONE = "done"
+    DEAD = "dead"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in (TaskState.DONE, TaskState.DEAD, TaskState.CANCELLED)
+
+    @classmethod
+    def parse(cls, data: bytes) -> TaskState:
+        """The state a status node holds; unknown words count as SCHEDULED (in progress)."""
+        try:
+            return cls(data.decode(errors="replace").strip())
+        except ValueError:
+            return cls.SCHEDULED
+
+
+class UnknownTask(CoordError):
+    """No task by this id (never submitted, or cleaned up after its retention period)."""
+
+
+class TaskFailed(CoordError):
+    """The task is dead: it failed ``attempts`` times; ``error`` is the last failure."""
+
+    def __init__(self, task_id: str, error: str, attempts: int) -> None:
+        super().__init__(f"{task_id} failed {attempts} time(s); last error: {error}")
+        self.task_id = task_id
+        self.error = error
+        self.attempts = attempts
+
+
+class TaskCancelled(TaskFailed):
+    """The task was cancelled before it completed."""
+
+    def __init__(self, task_id: str) -> None:
+        CoordError.__init__(self, f"{task_id} was cancelled")
+        self.task_id = task_id
+        self.error = "cancelled"
+        self.attempts = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    """A task as a worker's handler gets it."""
+
+    id: str
+    payload: bytes
+    worker: str
+
+
+#: A worker's handler: the result bytes (at most 1 MiB), or an exception (the attempt failed).
+Handler = Callable[[Task], Awaitable[bytes]]
+
+
+class _Paths:
+    def __init__(self, root: str) -> None:
+        validate_path(root)
+        root = root.rstrip("/") or "/"
+        self.root = root
+        base = "" if root == "/" else root
+        self.master = f"{base}/master"
+        self.epoch = f"{base}/epoch"
+        self.workers = f"{base}/workers"
+        self.assign = f"{base}/assign"
+        self.tasks = f"{base}/tasks"
+
+    def task(self, task_id: str) -> str:
+        return f"{self.tasks}/{task_id}"
+
+    def status(self, task_id: str) -> str:
+        return f"{self.tasks}/{task_id}/status"
+
+    def result(self, task_id: str) -> str:
+        return f"{self.tasks}/{task_id}/result"
+
+    def error(self, task_id: str) -> str:
+        return f"{self.tasks}/{task_id}/error-"
+
+    def worker(self, worker_id: str) -> str:
+        return f"{self.workers}/{worker_id}"
+
+    def assignment(self, worker_id: str, task_id: str) -> str:
+        return f"{self.assign}/{worker_id}/{task_id}"
+
+
+def _check_task_id(task_id: str) -> str:
+    if not _TASK_ID.fullmatch(task_id):
+        raise ValueError(f"bad task id {task_id!r}: expected task-<10 digits>")
+    return task_id
+
+
+def _check_name(kind: str, name: str) -> str:
+    if not name or "/" in name or name in (".", ".."):
+        raise ValueError(f"bad {kind} {name!r}: a non-empty name without '/'")
+    return name
+
+
+async def _gather(coros: Iterable[Coroutine[Any, Any, T]]) -> list[T | BaseException]:
+    """Run ``coros`` concurrently (pipelined on one session), in chunks; exceptions are returned."""
+    out: list[T | BaseException] = []
+    pending = list(coros)
+    for i in range(0, len(pending), _READ_CHUNK):
+        out.extend(await asyncio.gather(*pending[i : i + _READ_CHUNK], return_exceptions=True))
+    for item in out:
+        if isinstance(item, (asyncio.CancelledError, KeyboardInterrupt, SystemExit)):
+            raise item
+    return out
+
+
+async def _read_status(client: Client, paths: _Paths, task_id: str) -> tuple[TaskState, ZnodeStat]:
+    """The task's state and its status node's stat (version -1 when pending); UnknownTask when
+    the task does not exist."""
+    try:
+        data, stat = await client.get(paths.status(task_id))
+        return TaskState.parse(data), stat
+    except NoNode:
+        stat_or_none = await client.exists(paths.task(task_id))
+        if stat_or_none is None:
+            raise UnknownTask(f"no task {task_id} under {paths.tasks}") from None
+        return TaskState.PENDING, stat_or_none._replace(version=-1)
+
+
+async def _errors(client: Client, paths: _Paths, task_id: str) -> tuple[int, str]:
+    """How often the task failed, and the last error."""
+    names = sorted(n for n in await client.children(paths.task(task_id)) if n.startswith("error-"))
+    if not names:
+        return 0, ""
+    try:
+        data, _ = await client.get(f"{paths.task(task_id)}/{names[-1]}")
+    except NoNode:
+        return len(names), ""
+    return len(names), data.decode(errors="replace")
+
+
+# -- clients ---------------------------------------------------------------------------------
+class TaskQueue:
+    """Submit tasks under ``root`` and follow them."""
+
+    def __init__(self, client: Client, root: str = "/rpc") -> None:
+        self._client = client
+        self._paths = _Paths(root)
+        self._ready = False
+
+    @property
+    def root(self) -> str:
+        return self._paths.root
+
+    async def submit(self, payload: bytes) -> TaskHandle:
+        """Queue a task (one sequential node). Once this returns, the task is acknowledged: it
+        will run. ``PayloadTooLarge`` (over 1 MiB) is raised before anything is sent. On
+        ``ConnectionLoss`` the task may or may not have been queued."""
+        if not isinstance(payload, bytes):
+            raise TypeError("a task payload is bytes")
+        if not self._ready:
+            await self._client.ensure_path(self._paths.tasks)
+            self._ready = True
+        path = await self._client.create(f"{self._paths.tasks}/task-", payload, sequential=True)
+        return TaskHandle(self._client, self._paths, path.rsplit("/", 1)[1])
+
+    def handle(self, task_id: str) -> TaskHandle:
+        """A handle on a task submitted earlier (no I/O; ``ValueError`` for a malformed id)."""
+        return TaskHandle(self._client, self._paths, _check_task_id(task_id))
+
+    async def counts(self) -> dict[TaskState, int]:
+        """How many tasks are in each state (reads every task's status)."""
+        try:
+            names = await self._client.children(self._paths.tasks)
+        except NoNode:
+            names = []
+        counts = dict.fromkeys(TaskState, 0)
+        states = await _gather(_read_status(self._client, self._paths, n) for n in names)
+        for state in states:
+            if isinstance(state, tuple):
+                counts[state[0]] += 1
+            elif not isinstance(state, UnknownTask):  # deleted meanwhile: not counted
+                raise state
+        return counts
+
+
+class TaskHandle:
+    """One submitted task: its ``status()``, its ``result()``, ``cancel()``."""
+
+    def __init__(self, client: Client, paths: _Paths, task_id: str) -> None:
+        self._client = client
+        self._paths = paths
+        self.id = task_id
+
+    @property
+    def path(self) -> str:
+        return self._paths.task(self.id)
+
+    def __repr__(self) -> str:
+        return f"TaskHandle({self.path!r})"
+
+    async def status(self) -> TaskState:
+        """The task's state now; ``UnknownTask`` when there is no such task."""
+        state, _ = await _read_status(self._client, self._paths, self.id)
+        return state
+
+    async def result(self) -> bytes:
+        """Wait until the task is finished: its result bytes, or ``TaskFailed`` (dead, with the
+        last error), ``TaskCancelled``, ``UnknownTask``. Bound the wait with
+        ``anyio.fail_after``."""
+        client = self._client
+        status = self._paths.status(self.id)
+        while True:
+            changed = anyio.Event()
+
+            def wake(_event: WatchEvent, changed: anyio.Event = changed) -> None:
+                changed.set()
+
+            try:
+                try:
+                    data, _ = await client.get(status, watch=wake)
+                except NoNode:
+                    if await client.exists(status, watch=wake) is None:
+                        if await client.exists(self.path) is None:
+                            raise UnknownTask(
+                                f"no task {self.id} under {self._paths.tasks}"
+                            ) from None
+                        await changed.wait()
+                    continue
+                state = TaskState.parse(data)
+                if state is TaskState.DONE:
+                    try:
+                        result, _ = await client.get(self._paths.result(self.id))
+                    except NoNode:  # a script that writes only "done"
+                        result = b""
+                    return result
+                if state is TaskState.DEAD:
+                    count, error = await _errors(client, self._paths, self.id)
+                    raise TaskFailed(self.id, error, count)
+                if state is TaskState.CANCELLED:
+                    raise TaskCancelled(self.id)
+                await changed.wait()
+            except _RETRYABLE:
+                await client.wait_connected()
+            finally:
+                with contextlib.suppress(CoordError):
+                    await client.remove_watch(status, wake)
+
+    async def cancel(self) -> bool:
+        """Cancel the task unless it finished: True when this call cancelled it. A running task's
+        worker is told (its assignment goes) and cannot complete it."""
+        client, paths = self._client, self._paths
+        while True:
+            state, stat = await _read_status(client, paths, self.id)
+            if state.finished:
+                return False
+            try:
+                if state is TaskState.PENDING:
+                    await client.create(paths.status(self.id), b"cancelled")
+                    return True
+                ops = [Op.set_data(paths.status(self.id), b"cancelled", stat.version)]
+                owner = await self._assigned_to()
+                if owner is not None:
+                    ops.insert(0, Op.delete(paths.assignment(owner, self.id)))
+                await client.multi(ops)
+                return True
+            except (NodeExists, MultiFailed):
+                continue  # it moved on meanwhile: look again
+
+    async def _assigned_to(self) -> str | None:
+        try:
+            workers = await self._client.children(self._paths.assign)
+        except NoNode:
+            return None
+        stats = await _gather(
+            self._client.exists(self._paths.assignment(w, self.id)) for w in workers
+        )
+        for worker, stat in zip(workers, stats, strict=True):
+            if isinstance(stat, ZnodeStat):
+                return worker
+        return None
+
+
+# -- dispatcher ------------------------------------------------------------------------------
+class _Deposed(Exception):
+    """The dispatcher's term ended (its guarded write found master/epoch changed)."""
+
+
+@dataclass(slots=True)
+class _WorkerView:
+    id: str
+    czxid: int
+    capacity: int
+    draining: bool
+    assigned: set[str] = field(default_factory=set)
+
+    @property
+    def free(self) -> int:
+        return 0 if self.draining else max(0, self.capacity - len(self.assigned))
+
+
+@dataclass(slots=True)
+class _Redo:
+    """A task that needs a decision: failed, returned from a lost worker, or found orphaned."""
+
+    task: str
+    from_worker: str | None = None  # the assignment to delete (a lost worker's)
+    reason: str | None = None  # an error to record (the loss)
+    status_version: int | None = None  # None until read
+    state: TaskState | None = None
+    failures: int = 0
+    last_error: str = ""
+
+
+def _parse_worker(data: bytes) -> tuple[int, bool]:
+    """(capacity, draining) from a worker node; a script's worker without JSON counts as 1."""
+    try:
+        info = codec.loads_object(data, what="worker node")
+        capacity = int(info.get("capacity", 1))
+        return max(0, capacity), bool(info.get("draining", False))
+    except (codec.DecodeError, TypeError, ValueError):
+        return 1, False
+
+
+class Dispatcher:
+    """The task dispatcher: ``await dispatcher.run()`` contends for ``<root>/master``; while it
+    holds it, it assigns pending tasks to live workers by free capacity, reassigns the tasks of
+    lost workers, retries failed tasks up to ``max_attempts`` (then marks them dead), and deletes
+    finished tasks ``retention`` seconds after they finished. Standbys wait and take over.
+
+    ``batch`` is how many task moves go into one multi() (one transaction, one disk sync).
+    """
+
+    def __init__(
+        self,
+        client: Client,
+        root: str = "/rpc",
+        *,
+        identity: str | None = None,
+        max_attempts: int = 3,
+        retention: float = 3600.0,
+        batch: int = 64,
+    ) -> None:
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        if retention < 0 or batch < 1:
+            raise ValueError("retention must be >= 0 and batch >= 1")
+        self._client = client
+        self._paths = _Paths(root)
+        self._identity = identity
+        self.max_attempts = max_attempts
+        self.retention = retention
+        self.batch = batch
+        #: set while this process is the active dispatcher
+        self.active = False
+        self._activated = anyio.Event()
+        #: what this dispatcher did (for logs, metrics and tests)
+        self.counts: dict[str, int] = dict.fromkeys(
+            ("terms", "assigned", "reassigned", "retried", "dead", "cleaned"), 0
+        )
+        self._guard: list[Op] = []
+        self._term_scope: anyio.CancelScope | None = None
+        self._master_event: WatchEvent | None = None
+        self._reset()
+
+    @property
+    def identity(self) -> str:
+        return self._identity or f"{socket.gethostname()}:{os.getpid()}"
+
+    async def wait_active(self) -> None:
+        """Wait until this process is the active dispatcher."""
+        await self._activated.wait()
+
+    def _reset(self) -> None:
+        self._views: dict[str, _WorkerView] = {}
+        self._known: set[str] = set()
+        self._pending: deque[str] = deque()
+        self._redo: deque[_Redo] = deque()
+        self._finished: dict[str, float] = {}
+        self._dirty_tasks = self._dirty_workers = True
+        self._dirty_data: set[str] = set()
+        self._dirty_assign: set[str] = set()
+        self._resync = True
+        self._wake = anyio.Event()
+        self._next_cleanup = 0.0
+
+    # -- watches (they only mark what to re-read and wake the loop) -----------------------
+    def _on_tasks(self, _event: WatchEvent) -> None:
+        self._dirty_tasks = True
+        self._wake.set()
+
+    def _on_workers(self, _event: WatchEvent) -> None:
+        self._dirty_workers = True
+        self._wake.set()
+
+    def _on_worker_data(self, event: WatchEvent) -> None:
+        self._dirty_data.add(event.path.rsplit("/", 1)[1])
+        self._wake.set()
+
+    def _on_assign(self, event: WatchEvent) -> None:
+        self._dirty_assign.add(event.path.rsplit("/", 1)[1])
+        self._wake.set()
+
+    def _on_master(self, event: WatchEvent) -> None:
+        self._master_event = event
+        if self._term_scope is not None:
+            self._term_scope.cancel()
+
+    # -- the term ------------------------------------------------------------------------------
+    async def run(self) -> None:
+        """Dispatch whenever this process holds ``<root>/master``; contend again after losing it.
+        Runs until cancelled (then resigns at once)."""
+        client = self._client
+        paths = self._paths
+        for path in (paths.epoch, paths.workers, paths.assign, paths.tasks):
+            await client.ensure_path(path)
+        while True:
+            self._term_scope = None
+            self._master_event = None
+            try:
+                await self._acquire()
+            except _RETRYABLE as exc:
+                log.info("dispatcher: contending again after %s", exc)
+                continue
+            try:
+                await self._lead()
+            finally:
+                self.active = False
+                self._activated = anyio.Event()
+                with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+                    await self._resign()
+
+    async def _acquire(self) -> None:
+        client, paths = self._client, self._paths
+        said_standby = False
+        while True:
+            await client.wait_connected()
+            try:
+                results = await client.multi(
+                    [
+                        Op.create(paths.master, self.identity.encode(), ephemeral=True),
+                        Op.set_data(paths.epoch, self.identity.encode()),
+                    ]
+                )
+                bumped = results[1]
+                assert isinstance(bumped, SetDataResult)
+                self._guard = [
+                    Op.check(paths.master, 0),
+                    Op.check(paths.epoch, bumped.stat.version),
+                ]
+                return
+            except MultiFailed as exc:
+                if not isinstance(exc.cause, NodeExists):
+                    raise
+            except (ConnectionLoss, RequestTimeout):
+                await client.wait_connected()  # it may have been created: look below
+            woken = anyio.Event()
+
+            def wake(_event: WatchEvent, woken: anyio.Event = woken) -> None:
+                woken.set()
+
+            stat = await client.exists(paths.master, watch=wake)
+            if stat is None:
+                continue
+            if stat.ephemeral_owner == client.session_id:  # ours, from a create we did not hear of
+                epoch = await client.exists(paths.epoch)
+                assert epoch is not None
+                self._guard = [
+                    Op.check(paths.master, stat.version),
+                    Op.check(paths.epoch, epoch.version),
+                ]
+                with contextlib.suppress(CoordError):
+                    await client.remove_watch(paths.master, wake)
+                return
+            if not said_standby:
+                holder = await self._holder()
+                log.info("dispatcher %s: standby (%s is active)", self.identity, holder)
+                said_standby = True
+            await woken.wait()
+
+    async def _holder(self) -> str:
+        try:
+            data, _ = await self._client.get(self._paths.master)
+            return data.decode(errors="replace")
+        except NoNode:
+            return "nobody"
+
+    async def _resign(self) -> None:
+        client = self._client
+        with contextlib.suppress(CoordError):
+            await client.remove_watch(self._paths.master, self._on_master)
+        if client.state not in (SessionState.CONNECTED, SessionState.RECONNECTED):
+            return  # the node goes with the session
+        with contextlib.suppress(CoordError):
+            stat = await client.exists(self._paths.master)
+            if stat is not None and stat.ephemeral_owner == client.session_id:
+                await client.delete(self._paths.master, stat.version)
+                log.info("dispatcher %s: resigned", self.identity)
+
+    async def _lead(self) -> None:
+        client = self._client
+
+        def on_session(event: SessionEvent) -> None:
+            if event.state is SessionState.RECONNECTED:
+                self._resync = True
+                self._wake.set()
+            elif event.state in (SessionState.LOST, SessionState.CLOSED) and self._term_scope:
+                self._term_scope.cancel()
+
+        client.add_listener(on_session)
+        try:
+            with anyio.CancelScope() as scope:
+                self._term_scope = scope
+                stat = await client.exists(self._paths.master, watch=self._on_master)
+                if stat is None or stat.ephemeral_owner != client.session_id:
+                    return
+                self.counts["terms"] += 1
+                self.active = True
+                self._activated.set()
+                log.info("dispatcher %s: active (epoch %d)", self.identity, self._guard[1].version)
+                self._reset()
+                await self._dispatch()
+        except _Deposed as exc:
+            log.warning("dispatcher %s: deposed: %s", self.identity, exc)
+        except SessionExpired:
+            log.warning("dispatcher %s: session expired; contending again", self.identity)
+        finally:
+            client.remove_listener(on_session)
+        if self._master_event is not None:
+            log.warning("dispatcher %s: term ended (%s on master)", self.identity,
+                        self._master_event.type.name)  # fmt: skip
+
+    async def _dispatch(self) -> None:
+        while True:
+            try:
+                if self._resync:
+                    await self._full_sync()
+                else:
+                    await self._sync()
+                await self._prepare_redo()
+                await self._move()
+                await self._cleanup()
+            except (ConnectionLoss, RequestTimeout) as exc:
+                log.info("dispatcher: %s; re-reading everything after the reconnect", exc)
+                await self._client.wait_connected()
+                self._resync = True
+                continue
+            if not self._more_work():
+                # idle: sleep until something changes, or until the next cleanup is due
+                until = self._next_cleanup - time.time() if self._finished else math.inf
+                with anyio.move_on_after(max(until, 0.0)):
+                    await self._wake.wait()
+            self._wake = anyio.Event()
+
+    def _more_work(self) -> bool:
+        dirty = self._dirty_tasks or self._dirty_workers or self._dirty_data or self._dirty_assign
+        if dirty or self._resync:
+            return True
+        has_room = any(v.free for v in self._views.values())
+        return bool((self._pending or self._redo) and has_room) or any(
+            r.state is None for r in self._redo
+        )
+
+    # -- reading the tree ----------------------------------------------------------------------
+    async def _full_sync(self) -> None:
+        """Read the whole tree (at takeover, and after a reconnect or an unknown write outcome)."""
+        client, paths = self._client, self._paths
+        self._reset()
+        self._resync = False
+        self._dirty_tasks = self._dirty_workers = False
+        for name in await client.children(paths.workers, watch=self._on_workers):
+            await self._read_worker(name)
+        dirs = await client.children(paths.assign)
+        listings = await _gather(self._list_assign(d) for d in dirs)
+        assigned: set[str] = set()
+        for d, listing in zip(dirs, listings, strict=True):
+            if isinstance(listing, BaseException):
+                if isinstance(listing, NoNode):
+                    continue
+                raise listing
+            view = self._views.get(d)
+            datas = await _gather(client.get(paths.assignment(d, t)) for t in listing)
+            for task, got in zip(listing, datas, strict=True):
+                if isinstance(got, BaseException):
+                    if isinstance(got, NoNode):
+                        continue
+                    raise got
+                assigned.add(task)
+                made_for = got[0].decode(errors="replace")
+                if view is not None and made_for in ("", str(view.czxid)):
+                    view.assigned.add(task)
+                else:
+                    self._redo.append(_Redo(task, d, f"worker {d} lost while running it"))
+            if view is None and not listing:
+                with contextlib.suppress(NoNode, NotEmpty):
+                    await client.delete(f"{paths.assign}/{d}")
+        names = await client.children(paths.tasks, watch=self._on_tasks)
+        self._known = set(names)
+        unassigned = sorted(n for n in names if n not in assigned)
+        states = await _gather(_read_status(client, paths, n) for n in unassigned)
+        for name, state in zip(unassigned, states, strict=True):
+            if isinstance(state, BaseException):
+                if isinstance(state, UnknownTask):
+                    self._known.discard(name)
+                    continue
+                raise state
+            self._classify(name, *state)
+        log.info(
+            "dispatcher: %d workers, %d tasks (%d pending, %d to decide, %d finished)",
+            len(self._views), len(self._known), len(self._pending), len(self._redo),
+            len(self._finished),
+        )  # fmt: skip
+
+    def _classify(self, task: str, state: TaskState, stat: ZnodeStat) -> None:
+        """File a task that is not assigned to a live worker by its status."""
+        if state is TaskState.PENDING:
+            self._pending.append(task)
+        elif state.finished:
+            self._finished[task] = stat.mtime / 1000
+        else:  # failed (retry or dead), or "schedule" with no assignment (a script's leftovers)
+            self._redo.append(_Redo(task))  # _prepare_redo reads its failures
+
+    async def _list_assign(self, worker: str) -> list[str]:
+        watch = self._on_assign if worker in self._views else None
+        return await self._client.children(f"{self._paths.assign}/{worker}", watch=watch)
+
+    async def _read_worker(self, worker: str) -> None:
+        client, paths = self._client, self._paths
+        try:
+            data, stat = await client.get(paths.worker(worker), watch=self._on_worker_data)
+        except NoNode:
+            self._lose(worker)
+            return
+        capacity, draining = _parse_worker(data)
+        view = self._views.get(worker)
+        if view is not None and view.czxid != stat.czxid:
+            self._lose(worker)  # restarted: the old registration's tasks are moved
+            view = None
+        if view is None:
+            with contextlib.suppress(NodeExists):
+                await client.create(f"{paths.assign}/{worker}")
+            self._views[worker] = _WorkerView(worker, stat.czxid, capacity, draining)
+            self._dirty_assign.add(worker)
+            log.info("dispatcher: worker %s (capacity %d)", worker, capacity)
+        else:
+            view.capacity, view.draining = capacity, draining
+
+    def _lose(self, worker: str) -> None:
+        view = self._views.pop(worker, None)
+        if view is None:
+            return
+        log.warning("dispatcher: worker %s lost; moving its %d task(s)", worker, len(view.assigned))
+        for task in sorted(view.assigned):
+            self._redo.append(_Redo(task, worker, f"worker {worker} lost while running it"))
+
+    async def _sync(self) -> None:
+        client, paths = self._client, self._paths
+        if self._dirty_workers:
+            self._dirty_workers = False
+            names = set(await client.children(paths.workers, watch=self._on_workers))
+            for gone in set(self._views) - names:
+                self._lose(gone)
+            self._dirty_data |= names - set(self._views)
+        dirty_data, self._dirty_data = self._dirty_data, set()
+        await _raise_first(await _gather(self._read_worker(w) for w in sorted(dirty_data)))
+        if self._dirty_tasks:
+            self._dirty_tasks = False
+            names = set(await client.children(paths.tasks, watch=self._on_tasks))
+            self._pending.extend(sorted(names - self._known))
+            removed = self._known - names
+            self._known = names
+            if removed:
+                self._pending = deque(t for t in self._pending if t not in removed)
+                for task in removed:
+                    self._finished.pop(task, None)
+        dirty_assign, self._dirty_assign = self._dirty_assign, set()
+        workers = [w for w in sorted(dirty_assign) if w in self._views]
+        listings = await _gather(self._list_assign(w) for w in workers)
+        left: list[str] = []
+        for worker, listing in zip(workers, listings, strict=True):
+            if isinstance(listing, NoNode):
+                with contextlib.suppress(NodeExists):
+                    await client.create(f"{paths.assign}/{worker}")
+                self._dirty_assign.add(worker)
+                continue
+            if isinstance(listing, BaseException):
+                raise listing
+            view = self._views[worker]
+            gone_tasks = view.assigned - set(listing)
+            view.assigned -= gone_tasks
+            left.extend(gone_tasks)
+        states = await _gather(_read_status(client, paths, t) for t in left)
+        for task, got in zip(left, states, strict=True):
+            if isinstance(got, UnknownTask):
+                self._known.discard(task)
+            elif isinstance(got, BaseException):
+                raise got
+            else:
+                self._classify(task, *got)
+
+    async def _prepare_redo(self) -> None:
+        """Read what a decision needs: the status (and its version), the failures so far."""
+        todo = [r for r in self._redo if r.state is None]
+        if not todo:
+            return
+        client, paths = self._client, self._paths
+
+        async def read(redo: _Redo) -> None:
+            state, stat = await _read_status(client, paths, redo.task)
+            redo.state, redo.status_version = state, stat.version
+            redo.failures, redo.last_error = await _errors(client, paths, redo.task)
+            if redo.from_worker is not None:
+                old = paths.assignment(redo.from_worker, redo.task)
+                if await client.exists(old) is None:
+                    redo.from_worker = redo.reason = None  # already gone (completed, cancelled)
+
+        results = await _gather(read(r) for r in todo)
+        unknown = set()
+        for redo, got in zip(todo, results, strict=True):
+            if isinstance(got, UnknownTask):
+                unknown.add(id(redo))
+                self._known.discard(redo.task)
+            elif isinstance(got, BaseException):
+                raise got
+        keep: deque[_Redo] = deque()
+        for redo in self._redo:
+            if id(redo) in unknown:
+                continue
+            assert redo.state is not None
+            if redo.state.finished:
+                self._finished[redo.task] = time.time()
+            elif redo.state is TaskState.PENDING and redo.from_worker is None:
+                self._pending.appendleft(redo.task)
+            else:
+                keep.append(redo)
+        self._redo = keep
+
+    # -- writing -------------------------------------------------------------------------------
+    def _pick(self, free: dict[str, int]) -> str | None:
+        worker = max(free, key=free.__getitem__, default=None)
+        if worker is None or free[worker] <= 0:
+            return None
+        free[worker] -= 1
+        return worker
+
+    async def _move(self) -> None:
+        paths = self._paths
+        free = {w: v.free for w, v in self._views.items() if v.free > 0}
+        # each entry: (kind, task, worker, ops); kind: "assign" | "redo" | "dead"
+        moves: list[tuple[str, str, str | None, list[Op], _Redo | None]] = []
+        redo_left: deque[_Redo] = deque()
+        while self._redo:
+            redo = self._redo.popleft()
+            ops: list[Op] = []
+            if redo.from_worker is not None:
+                ops.append(Op.delete(paths.assignment(redo.from_worker, redo.task)))
+            failures = redo.failures
+            if redo.reason is not None:
+                ops.append(Op.create(paths.error(redo.task), redo.reason.encode(), sequential=True))
+                failures += 1
+            if redo.state is TaskState.FAILED or redo.reason is not None:
+                retry = failures < self.max_attempts
+            else:
+                retry = True  # returned or orphaned: not a failure
+            version = redo.status_version if redo.status_version is not None else -1
+            if not retry:
+                ops.append(Op.set_data(paths.status(redo.task), b"dead", version))
+                moves.append(("dead", redo.task, None, ops, redo))
+                continue
+            worker = self._pick(free)
+            if worker is None:
+                redo_left.append(redo)
+                continue
+            status = paths.status(redo.task)
+            if version < 0:
+                ops.append(Op.create(status, b"schedule"))
+            else:
+                ops.append(Op.set_data(status, b"schedule", version))
+            ops.append(self._assign_op(worker, redo.task))
+            moves.append(("redo", redo.task, worker, ops, redo))
+        self._redo = redo_left
+        while self._pending:
+            worker = self._pick(free)
+            if worker is None:
+                break
+            task = self._pending.popleft()
+            ops = [Op.create(paths.status(task), b"schedule"), self._assign_op(worker, task)]
+            moves.append(("assign", task, worker, ops, None))
+        if not moves:
+            return
+        batches = [moves[i : i + self.batch] for i in range(0, len(moves), self.batch)]
+        outcomes = await _gather(self._write(b) for b in batches)
+        unknown = False
+        for batch, outcome in zip(batches, outcomes, strict=True):
+            if isinstance(outcome, _Deposed):
+                raise outcome
+            if isinstance(outcome, (ConnectionLoss, RequestTimeout)):
+                unknown = True
+            elif isinstance(outcome, MultiFailed):
+                self._retry_batch(batch, outcome)
+            elif isinstance(outcome, BaseException):
+                raise outcome
+            else:
+                self._applied(batch)
+        if unknown:  # a batch may or may not have been applied: read the truth
+            raise ConnectionLoss("outcome of an assignment batch unknown")
+
+    def _assign_op(self, worker: str, task: str) -> Op:
+        czxid = self._views[worker].czxid
+        return Op.create(self._paths.assignment(worker, task), str(czxid).encode())
+
+    async def _write(
+        self, batch: list[tuple[str, str, str | None, list[Op], _Redo | None]]
+    ) -> None:
+        ops = [*self._guard]
+        for *_, task_ops, _redo in batch:
+            ops.extend(task_ops)
+        try:
+            await self._client.multi(ops)
+        except MultiFailed as exc:
+            if exc.index < len(self._guard):
+                raise _Deposed(f"{exc.cause}") from exc
+            raise
+        except SessionExpired as exc:
+            raise _Deposed("session expired") from exc
+
+    def _applied(self, batch: list[tuple[str, str, str | None, list[Op], _Redo | None]]) -> None:
+        now = time.time()
+        for kind, task, worker, _ops, redo in batch:
+            if kind == "dead":
+                self._finished[task] = now
+                self.counts["dead"] += 1
+                assert redo is not None
+                log.warning("dispatcher: %s is dead after %d failed attempt(s): %s", task,
+                            redo.failures + (redo.reason is not None),
+                            redo.reason or redo.last_error)  # fmt: skip
+                continue
+            assert worker is not None
+            if worker in self._views:
+                self._views[worker].assigned.add(task)
+            self.counts["assigned"] += 1
+            if redo is not None:
+                key = "reassigned" if redo.from_worker is not None else "retried"
+                self.counts[key] += 1
+                log.info("dispatcher: %s %s to %s", task, key, worker)
+
+    def _retry_batch(
+        self, batch: list[tuple[str, str, str | None, list[Op], _Redo | None]], exc: MultiFailed
+    ) -> None:
+        """Nothing of the batch was applied: the move whose op failed is read again, the others
+        go back to their queues."""
+        index = exc.index - len(self._guard)
+        for _kind, task, _worker, ops, redo in reversed(batch):
+            failed = 0 <= index < len(ops)
+            index -= len(ops)
+            if failed:
+                log.debug("dispatcher: move of %s refused (%s); reading it again", task, exc.cause)
+                self._redo.appendleft(_Redo(task, redo.from_worker if redo else None,
+                                            redo.reason if redo else None))  # fmt: skip
+            elif redo is not None:
+                self._redo.appendleft(redo)
+            else:
+                self._pending.appendleft(task)
+        self._wake.set()
+
+    async def _cleanup(self) -> None:
+        now = time.time()
+        if now < self._next_cleanup:
+            return
+        self._next_cleanup = now + min(max(self.retention / 4, 1.0), 60.0)
+        expired = [t for t, at in self._finished.items() if now - at >= self.retention]
+        if not expired:
+            return
+        client, paths = self._client, self._paths
+
+        async def remove(task: str) -> None:
+            children = await client.children(paths.task(task))
+            ops = [Op.delete(f"{paths.task(task)}/{c}") for c in children]
+            try:
+                await client.multi([*self._guard, *ops, Op.delete(paths.task(task))])
+            except MultiFailed as exc:
+                if exc.index < len(self._guard):
+                    raise _Deposed(str(exc.cause)) from exc
+                return  # changed meanwhile: next round
+            self._finished.pop(task, None)
+            self._known.discard(task)
+            self.counts["cleaned"] += 1
+
+        await _raise_first(await _gather(remove(t) for t in expired))
+        log.info("dispatcher: cleaned up %d finished task(s)", len(expired))
+
+
+async def _raise_first(results: Sequence[object]) -> None:
+    for item in results:
+        if isinstance(item, BaseException) and not isinstance(item, (NoNode, UnknownTask)):
+            raise item
+
+
+# -- worker ----------------------------------------------------------------------------------
+class Worker:
+    """Runs tasks assigned to ``<root>/workers/<worker_id>`` through ``handler``, up to
+    ``concurrency`` at once: ``await worker.run()``, until cancelled or ``stop()``.
+
+    Stopping (cancellation or ``stop()``) is graceful: the worker is marked draining (no new
+    assignments), running tasks get ``grace`` seconds to finish, the rest go back to the queue.
+    """
+
+    def __init__(
+        self,
+        client: Client,
+        handler: Handler,
+        root: str = "/rpc",
+        *,
+        worker_id: str | None = None,
+        concurrency: int = 4,
+        grace: float = 30.0,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self._client = client
+        self._handler = handler
+        self._paths = _Paths(root)
+        self.id = _check_name("worker id", worker_id or f"{socket.gethostname()}-{os.getpid()}")
+        self.concurrency = concurrency
+        self.grace = grace
+        self._running: dict[str, anyio.CancelScope] = {}
+        self._slots = anyio.Semaphore(concurrency)
+        self._stopping = anyio.Event()
+        self._changed = anyio.Event()
+        self._registered = (0, 0)  # (session id, czxid of our worker node)
+        self._task_ended = anyio.Event()
+        self._drained = anyio.Event()
+        #: outcomes so far: completed, failed, refused (assignment taken away), returned
+        self.counts: dict[str, int] = dict.fromkeys(
+            ("completed", "failed", "refused", "returned"), 0
+        )
+
+    @property
+    def path(self) -> str:
+        return self._paths.worker(self.id)
+
+    @property
+    def running(self) -> frozenset[str]:
+        return frozenset(self._running)
+
+    def stop(self) -> None:
+        """Stop gracefully (``run()`` returns once finished or returned its tasks)."""
+        self._stopping.set()
+        self._changed.set()
+
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[str] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Register, then run assigned tasks until cancelled or ``stop()``; reports the worker
+        node's path to ``task_status`` once registered."""
+        async with anyio.create_task_group() as tg:
+            handlers: anyio.abc.TaskGroup = await tg.start(self._host_handlers)
+            try:
+                await self._register(draining=False)
+                task_status.started(self.path)
+                await self._follow(handlers)
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await self._shutdown(handlers)
+
+    async def _host_handlers(
+        self, *, task_status: anyio.abc.TaskStatus[anyio.abc.TaskGroup]
+    ) -> None:
+        # Handlers live in a shielded group so that cancelling run() does not cancel them:
+        # _shutdown gives them ``grace`` to finish first.
+        with anyio.CancelScope(shield=True):
+            async with anyio.create_task_group() as handlers:
+                task_status.started(handlers)
+                await self._drained.wait()
+
+    async def _register(self, *, draining: bool) -> None:
+        client, paths = self._client, self._paths
+        info = {
+            "capacity": self.concurrency, "draining": draining,
+            "host": socket.gethostname(), "pid": os.getpid(),
+        }  # fmt: skip
+        data = codec.dumps(info)
+        await client.ensure_path(f"{paths.assign}/{self.id}")
+        while True:
+            await client.wait_connected()
+            session = client.session_id
+            try:
+                await client.create(self.path, data, ephemeral=True, makepath=True)
+            except NodeExists:
+                gone = anyio.Event()
+
+                def on_change(_event: WatchEvent, gone: anyio.Event = gone) -> None:
+                    gone.set()
+
+                stat = await client.exists(self.path, watch=on_change)
+                if stat is None:
+                    continue
+                if stat.ephemeral_owner != session:
+                    log.info("worker %s: %s is held by session 0x%x (a previous run?); waiting "
+                             "for it to go", self.id, self.path, stat.ephemeral_owner)  # fmt: skip
+                    await gone.wait()
+                    continue
+                await client.set(self.path, data)
+            except (ConnectionLoss, RequestTimeout):
+                continue  # created or not: the NodeExists branch finds out
+            stat = await client.exists(self.path)
+            if stat is None or stat.ephemeral_owner != session:
+                continue
+            self._registered = (session, stat.czxid)
+            log.info("worker %s: registered (capacity %d%s)", self.id, self.concurrency,
+                     ", draining" if draining else "")  # fmt: skip
+            return
+
+    async def _follow(self, handlers: anyio.abc.TaskGroup) -> None:
+        client = self._client
+        directory = f"{self._paths.assign}/{self.id}"
+
+        def wake(_event: WatchEvent) -> None:
+            self._changed.set()
+
+        while not self._stopping.is_set():
+            self._changed = anyio.Event()
+            try:
+                if self._registered[0] != client.session_id:
+                    await self._register(draining=False)  # a new session: register again
+                names = await client.children(directory, watch=wake)
+                fresh = [n for n in names if n not in self._running]
+                datas = await _gather(client.get(f"{directory}/{n}") for n in fresh)
+            except NoNode:
+                await client.ensure_path(directory)
+                continue
+            except _RETRYABLE:
+                await client.wait_connected()
+                continue
+            mine = str(self._registered[1])
+            for name, got in zip(fresh, datas, strict=True):
+                if isinstance(got, BaseException):
+                    continue  # gone meanwhile, or the next listing sees it again
+                if got[0].decode(errors="replace") not in ("", mine):
+                    continue  # made for an earlier registration: the dispatcher moves it
+                if name in self._running:
+                    continue  # started while we read
+                scope = anyio.CancelScope()
+                self._running[name] = scope
+                handlers.start_soon(self._execute, name, scope)
+            listed = set(names)
+            for name, scope in list(self._running.items()):
+                if name not in listed:
+                    scope.cancel()  # cancelled by its client, or moved: its outcome is void
+            await self._changed.wait()
+
+    async def _execute(self, task_id: str, scope: anyio.CancelScope) -> None:
+        client, paths = self._client, self._paths
+        try:
+            with scope:
+                async with self._slots:
+                    try:
+                        payload, _ = await client.get(paths.task(task_id))
+                    except NoNode:
+                        log.warning("worker %s: %s no longer exists; dropping it", self.id, task_id)
+                        with contextlib.suppress(CoordError):
+                            await client.delete(paths.assignment(self.id, task_id))
+                        return
+                    try:
+                        result = await self._handler(Task(task_id, payload, self.id))
+                        if not isinstance(result, bytes):
+                            raise TypeError(f"handler returned {type(result).__name__}, not bytes")
+                        error = None
+                    except Exception as exc:  # any handler error fails the attempt
+                        result, error = b"", f"{type(exc).__name__}: {exc}"
+                    with anyio.CancelScope(shield=True):
+                        await self._finish(task_id, result, error)
+            if scope.cancelled_caught:
+                log.info("worker %s: %s stopped (its assignment went away)", self.id, task_id)
+        finally:
+            self._running.pop(task_id, None)
+            self._task_ended.set()
+
+    async def _finish(self, task_id: str, result: bytes, error: str | None) -> None:
+        paths = self._paths
+        ops = [Op.delete(paths.assignment(self.id, task_id))]
+        if error is None:
+            ops += [
+                Op.set_data(paths.status(task_id), b"done"),
+                Op.create(paths.result(task_id), result),
+            ]
+        else:
+            ops += [
+                Op.set_data(paths.status(task_id), b"failed"),
+                Op.create(paths.error(task_id), error.encode()[:65536], sequential=True),
+            ]
+        for attempt in range(2):
+            try:
+                await self._client.multi(ops)
+            except PayloadTooLarge as exc:
+                if error is not None:
+                    raise
+                await self._finish(task_id, b"", f"result too large: {exc}")
+                return
+            except MultiFailed as exc:
+                if exc.index == 0:
+                    how = "after a lost connection, applied or" if attempt else ""
+                    log.warning("worker %s: completion of %s %s refused: its assignment was "
+                                "taken away", self.id, task_id, how)  # fmt: skip
+                    self.counts["refused"] += 1
+                else:
+                    log.warning("worker %s: completion of %s refused: %s", self.id, task_id,
+                                exc.cause)  # fmt: skip
+                    self.counts["refused"] += 1
+                return
+            except (ConnectionLoss, RequestTimeout):
+                await self._client.wait_connected()
+                continue  # applied or not: the second try is refused if it was
+            except SessionExpired:
+                await self._client.wait_connected()
+                continue
+            if error is None:
+                self.counts["completed"] += 1
+                log.info("worker %s: completed %s", self.id, task_id)
+            else:
+                self.counts["failed"] += 1
+                log.warning("worker %s: %s failed: %s", self.id, task_id, error)
+            return
+
+    async def _shutdown(self, handlers: anyio.abc.TaskGroup) -> None:
+        client = self._client
+        self._stopping.set()
+        with anyio.move_on_after(self.grace + 10):
+            connected = client.state in (SessionState.CONNECTED, SessionState.RECONNECTED)
+            if connected:
+                with contextlib.suppress(CoordError):
+                    await client.set(self.path, codec.dumps({"capacity": 0, "draining": True}))
+            with anyio.move_on_after(self.grace):
+                while self._running:
+                    self._task_ended = anyio.Event()
+                    await self._task_ended.wait()
+            unfinished = sorted(self._running)
+            handlers.cancel_scope.cancel()
+            if connected:
+                await self._return_unfinished(unfinished)
+                with contextlib.suppress(CoordError):
+                    await client.delete(self.path)
+        self._drained.set()
+        log.info("worker %s: stopped (%s)", self.id,
+                 ", ".join(f"{k} {v}" for k, v in self.counts.items()))  # fmt: skip
+
+    async def _return_unfinished(self, running: list[str]) -> None:
+        """Give back what this worker holds and did not finish (running or not started)."""
+        client, paths = self._client, self._paths
+        directory = f"{paths.assign}/{self.id}"
+        with contextlib.suppress(CoordError):
+            held = await client.children(directory)
+            for task in sorted(set(held) | set(running)):
+                try:
+                    await client.multi(
+                        [Op.delete(paths.assignment(self.id, task)), Op.delete(paths.status(task))]
+                    )
+                except MultiFailed:
+                    continue
+                self.counts["returned"] += 1
+                log.info("worker %s: returned %s to the queue", self.id, task)
