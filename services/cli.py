@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from aiocoord import __version__
 
-from . import agent, app, config_cmd, demo, deploy, discovery_cmd, elect, zk
+from . import agent, app, config_cmd, demo, deploy, discovery_cmd, elect, tasks_cmd, zk
 from .common import add_log_option, setup_logging
 
 
@@ -17,7 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="aiocoord",
         description="asyncio coordination on ZooKeeper: a local ZooKeeper, the HA runner, "
         "config distribution (agent, trigger, app, deploy, config), service discovery (register, "
-        "discover), the demo. "
+        "discover), task dispatch (dispatcher, worker, submit, tasks), the demo. "
         "Every long-running command stops gracefully on SIGTERM/SIGINT.",
     )
     parser.add_argument("--version", action="version", version=f"aiocoord {__version__}")
@@ -29,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     app.add_parser(sub)
     deploy.add_parser(sub)
     discovery_cmd.add_parsers(sub)
+    tasks_cmd.add_parsers(sub)
     demo.add_parser(sub)
     for command in sub.choices.values():
         for leaf in _leaves(command):

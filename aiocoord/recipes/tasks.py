@@ -83,6 +83,7 @@ __all__ = [
     "TaskCancelled",
     "TaskFailed",
     "TaskHandle",
+    "TaskHandler",
     "TaskQueue",
     "TaskState",
     "UnknownTask",
@@ -154,7 +155,7 @@ class Task:
 
 
 #: A worker's handler: the result bytes (at most 1 MiB), or an exception (the attempt failed).
-Handler = Callable[[Task], Awaitable[bytes]]
+TaskHandler = Callable[[Task], Awaitable[bytes]]
 
 
 class _Paths:
@@ -1006,7 +1007,7 @@ class Worker:
     def __init__(
         self,
         client: Client,
-        handler: Handler,
+        handler: TaskHandler,
         root: str = "/rpc",
         *,
         worker_id: str | None = None,

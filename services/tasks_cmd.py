@@ -1,0 +1,240 @@
+"""``aiocoord dispatcher``, ``worker``, ``submit`` and ``tasks``: task dispatch from the command
+line (the ``/rpc`` layout older kazoo scripts use)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import inspect
+import logging
+import sys
+from typing import Any
+
+import anyio
+
+import aiocoord
+from aiocoord.transport import codec
+
+from .common import add_session_options, read_data_argument, run_service
+
+log = logging.getLogger("aiocoord.tasks")
+
+
+def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    d = sub.add_parser(
+        "dispatcher",
+        help="the task dispatcher (one active, the others standby)",
+        description="Contend for <root>/master; while active, assign pending tasks to live "
+        "workers by free capacity, move the tasks of lost workers, retry failed tasks up to "
+        "--max-attempts (then mark them dead), delete finished tasks after --retention.",
+    )
+    add_session_options(d)
+    _add_root(d)
+    d.add_argument("--identity", default=None, help="stored in <root>/master (default host:pid)")
+    d.add_argument("--max-attempts", type=int, default=3, help="attempts before dead (3)")
+    d.add_argument(
+        "--retention", type=float, default=3600.0, metavar="SECONDS",
+        help="keep finished tasks this long (3600)",
+    )  # fmt: skip
+    d.set_defaults(func=dispatcher_main)
+
+    w = sub.add_parser(
+        "worker",
+        help="execute tasks",
+        description="Register <root>/workers/<id> and run the tasks assigned to it, up to "
+        "--concurrency at once. With no --handler the result is the payload itself (echo). "
+        "SIGTERM: stop taking tasks, finish running ones within --grace, return the rest.",
+    )
+    add_session_options(w)
+    _add_root(w)
+    w.add_argument("--id", default=None, help="worker id (default host-pid)")
+    w.add_argument("--concurrency", type=int, default=4, help="tasks at once (4)")
+    w.add_argument(
+        "--handler", default=None, metavar="MODULE:FUNCTION",
+        help="async def FUNCTION(task: aiocoord.Task) -> bytes",
+    )  # fmt: skip
+    w.add_argument(
+        "--shell", action="store_true",
+        help="run each payload as a shell command (sh -c); its stdout is the result. Off unless "
+        "given: anyone who can submit a task could run commands on this host",
+    )  # fmt: skip
+    w.add_argument(
+        "--grace", type=float, default=30.0, metavar="SECONDS",
+        help="on SIGTERM, time running tasks get to finish (30)",
+    )  # fmt: skip
+    w.set_defaults(func=worker_main)
+
+    s = sub.add_parser(
+        "submit",
+        help="submit one task",
+        description="Submit DATA as a task and print its id; with --wait, wait and print the "
+        "result (exit 1 when the task is dead or cancelled).",
+    )
+    add_session_options(s)
+    _add_root(s)
+    s.add_argument("--wait", action="store_true", help="wait for the result and print it")
+    s.add_argument("--timeout", type=float, default=None, metavar="SECONDS", help="for --wait")
+    s.add_argument("data", metavar="DATA", help="the payload; - reads stdin, @FILE a file")
+    s.set_defaults(func=submit_main)
+
+    t = sub.add_parser(
+        "tasks",
+        help="task counts by state",
+        description="Print how many tasks are pending, scheduled, failed, done, dead and "
+        "cancelled (or the state of each TASK given).",
+    )
+    add_session_options(t)
+    _add_root(t)
+    t.add_argument("--json", action="store_true", help="print JSON")
+    t.add_argument("task_ids", nargs="*", metavar="TASK", help="task ids (task-NNNNNNNNNN)")
+    t.set_defaults(func=tasks_main)
+
+
+def _add_root(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--root", default="/rpc", help="task tree root (default /rpc)")
+
+
+def _client(args: argparse.Namespace) -> aiocoord.Client:
+    return aiocoord.Client(args.zk, namespace=args.namespace, session_timeout=args.session_timeout)
+
+
+# -- dispatcher --------------------------------------------------------------------------------
+async def _dispatch(args: argparse.Namespace) -> None:
+    async with _client(args) as zk:
+        dispatcher = aiocoord.Dispatcher(
+            zk, args.root, identity=args.identity, max_attempts=args.max_attempts,
+            retention=args.retention,
+        )  # fmt: skip
+        await dispatcher.run()
+
+
+def dispatcher_main(args: argparse.Namespace) -> int:
+    return run_service(log, _dispatch, args, errors=(ValueError, aiocoord.CoordError))
+
+
+# -- worker ------------------------------------------------------------------------------------
+async def echo(task: aiocoord.Task) -> bytes:
+    """The default handler: the result is the payload."""
+    return task.payload
+
+
+async def shell(task: aiocoord.Task) -> bytes:
+    """``--shell``: run the payload with ``sh -c``; stdout is the result, a non-zero exit fails."""
+    done = await anyio.run_process(["sh", "-c", task.payload.decode()], check=False)
+    if done.returncode != 0:
+        err = done.stderr.decode(errors="replace").strip()[-2000:]
+        raise RuntimeError(f"exit status {done.returncode}: {err}")
+    return done.stdout
+
+
+def load_handler(spec: str) -> aiocoord.TaskHandler:
+    """``module:function`` -> the handler; ValueError naming what is wrong."""
+    module_name, sep, name = spec.partition(":")
+    if not sep or not module_name or not name:
+        raise ValueError(f"bad --handler {spec!r}: expected MODULE:FUNCTION")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ValueError(f"--handler {spec}: cannot import {module_name}: {exc}") from exc
+    function = getattr(module, name, None)
+    if not callable(function):
+        raise ValueError(f"--handler {spec}: {module_name} has no function {name}")
+    if inspect.iscoroutinefunction(function):
+        return function  # type: ignore[no-any-return]
+
+    async def in_thread(task: aiocoord.Task) -> bytes:
+        result: bytes = await anyio.to_thread.run_sync(function, task)
+        return result
+
+    return in_thread
+
+
+async def _work(args: argparse.Namespace, handler: aiocoord.TaskHandler) -> None:
+    async with _client(args) as zk:
+        worker = aiocoord.Worker(
+            zk, handler, args.root, worker_id=args.id, concurrency=args.concurrency,
+            grace=args.grace,
+        )  # fmt: skip
+        await worker.run()
+
+
+def worker_main(args: argparse.Namespace) -> int:
+    try:
+        if args.handler and args.shell:
+            raise ValueError("--handler and --shell exclude each other")
+        handler = shell if args.shell else load_handler(args.handler) if args.handler else echo
+        if args.shell:
+            log.warning("--shell: task payloads run as shell commands on this host")
+    except ValueError as exc:
+        log.error("%s", exc)
+        return 2
+    return run_service(log, _work, args, handler, errors=(ValueError, aiocoord.CoordError))
+
+
+# -- submit / tasks ----------------------------------------------------------------------------
+async def _submit(args: argparse.Namespace, payload: bytes) -> int:
+    async with _client(args) as zk:
+        handle = await aiocoord.TaskQueue(zk, args.root).submit(payload)
+        if not args.wait:
+            print(handle.id)
+            return 0
+        print(handle.id, file=sys.stderr)
+        try:
+            with anyio.fail_after(args.timeout if args.timeout is not None else float("inf")):
+                result = await handle.result()
+        except TimeoutError:
+            log.error("%s: no result within %ss (still %s)", handle.id, args.timeout,
+                      (await handle.status()).value)  # fmt: skip
+            return 1
+        except aiocoord.TaskFailed as exc:
+            log.error("%s", exc)
+            return 1
+        sys.stdout.buffer.write(result)
+        if result and not result.endswith(b"\n") and sys.stdout.isatty():
+            sys.stdout.write("\n")
+        sys.stdout.flush()
+        return 0
+
+
+def submit_main(args: argparse.Namespace) -> int:
+    payload = read_data_argument(args.data)
+    try:
+        code = aiocoord.run(_submit, args, payload)
+    except (ValueError, aiocoord.CoordError) as exc:
+        log.error("%s", exc)
+        return 1
+    return 1 if code is None else code
+
+
+async def _tasks(args: argparse.Namespace) -> int:
+    async with _client(args) as zk:
+        queue = aiocoord.TaskQueue(zk, args.root)
+        if args.task_ids:
+            states: dict[str, Any] = {}
+            for task_id in args.task_ids:
+                try:
+                    states[task_id] = (await queue.handle(task_id).status()).value
+                except aiocoord.UnknownTask:
+                    states[task_id] = None
+            if args.json:
+                print(codec.dumps(states).decode())
+            else:
+                for task_id, state in states.items():
+                    print(f"{task_id}  {state or 'unknown'}")
+            return 0 if all(states.values()) else 1
+        counts = {state.value: n for state, n in (await queue.counts()).items()}
+        if args.json:
+            print(codec.dumps(counts).decode())
+        else:
+            for state, n in counts.items():
+                print(f"{state:<10} {n}")
+        return 0
+
+
+def tasks_main(args: argparse.Namespace) -> int:
+    try:
+        code = aiocoord.run(_tasks, args)
+    except (ValueError, aiocoord.CoordError) as exc:
+        log.error("%s", exc)
+        return 1
+    return 1 if code is None else code
