@@ -18,7 +18,7 @@ from typing import Any
 
 from aiocoord.testing import ZooKeeperServer
 
-from . import config, discovery, election
+from . import config, discovery, election, tasks
 
 HERE = Path(__file__).resolve().parent
 
@@ -109,10 +109,12 @@ def main() -> None:
         elections = election.run(server.hosts, quick=args.quick)
         configs = config.run(server.hosts, quick=args.quick)
         discoveries = discovery.run(server.hosts, quick=args.quick)
+        task_results = tasks.run(server.hosts, quick=args.quick)
     print_client_table(client)
     election.print_table(elections)
     config.print_table(configs)
     discovery.print_table(discoveries)
+    tasks.print_table(task_results)
     out = {
         "machine": machine,
         "started": started,
@@ -121,6 +123,7 @@ def main() -> None:
         "election": elections,
         "config": configs,
         "discovery": discoveries,
+        "tasks": task_results,
     }
     (HERE / "results.json").write_text(json.dumps(out, indent=2))
     print(f"\nwrote {HERE / 'results.json'}")
