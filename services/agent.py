@@ -9,12 +9,14 @@ import argparse
 import errno
 import logging
 import os
+from collections import Counter
 
 import anyio
 
 import aiocoord
 
 from .common import add_session_options, parse_address, run_service
+from .metrics import counts, leading, serving
 
 log = logging.getLogger("aiocoord.agent")
 
@@ -54,10 +56,25 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 async def _run(args: argparse.Namespace) -> None:
     host, port = parse_address(args.listen)
     identity = args.identity or f"{os.uname().nodename}:{os.getpid()}"
-    async with aiocoord.Client(
-        args.zk, namespace=args.namespace, session_timeout=args.session_timeout
-    ) as zk:
+    async with (
+        aiocoord.Client(
+            args.zk, namespace=args.namespace, session_timeout=args.session_timeout
+        ) as zk,
+        serving(args, "agent", zk) as metrics,
+    ):
         store = aiocoord.ConfigStore(zk, args.path, retention=args.retention)
+        servers: list[aiocoord.TriggerServer] = []
+        metrics.describe(
+            "aiocoord_trigger_requests_total", "counter",
+            "trigger requests by outcome (ok, or the error code of a rejected one)",
+        )  # fmt: skip
+        metrics.collect(
+            counts(
+                "aiocoord_trigger_requests_total",
+                lambda: sum((s.counts for s in servers), Counter()),
+                "outcome",
+            )
+        )
         election = aiocoord.Election(zk, args.election or f"{args.path}-agents", identity=identity)
         log.info("agent %s contending at %s", identity, election.path)
 
@@ -72,17 +89,23 @@ async def _run(args: argparse.Namespace) -> None:
             server = aiocoord.TriggerServer(
                 {"ADD": add}, token=args.token, max_frame=args.max_frame
             )
+            servers.append(server)
             log.info("leading (token 0x%x): serving triggers on %s", term.token.czxid, args.listen)
-            while True:
-                try:
-                    await server.serve(host, port)
-                except OSError as exc:
-                    if exc.errno != errno.EADDRINUSE:
-                        raise
-                    log.warning("%s is still in use (an old leader?): retrying", args.listen)
-                    await anyio.sleep(0.5)
+            with leading(metrics, election.path):
+                await _serve(server, host, port, args.listen)
 
         await election.run(lead)
+
+
+async def _serve(server: aiocoord.TriggerServer, host: str, port: int, listen: str) -> None:
+    while True:
+        try:
+            await server.serve(host, port)
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            log.warning("%s is still in use (an old leader?): retrying", listen)
+            await anyio.sleep(0.5)
 
 
 def main(args: argparse.Namespace) -> int:

@@ -30,6 +30,7 @@ import anyio
 import aiocoord
 
 from .common import StatusReporter, add_session_options, run_service
+from .metrics import serving
 
 log = logging.getLogger("aiocoord.app")
 
@@ -155,11 +156,14 @@ async def _run(args: argparse.Namespace) -> None:
     host_id = args.id or socket.gethostname()
     commands = Commands(args.check_cmd, args.reload_cmd, args.cmd_timeout)
     out: Path = args.out
-    async with aiocoord.Client(
-        args.zk, namespace=args.namespace, session_timeout=args.session_timeout
-    ) as zk:
+    async with (
+        aiocoord.Client(
+            args.zk, namespace=args.namespace, session_timeout=args.session_timeout
+        ) as zk,
+        serving(args, "app", zk) as metrics,
+    ):
         store = aiocoord.ConfigStore(zk, args.path)
-        status = StatusReporter(zk, store.status, host_id)
+        status = StatusReporter(zk, store.status, host_id, metrics)
         running: str | None = None  # the version the file holds, as far as we applied it
 
         async with anyio.create_task_group() as tg, store.watch() as feed:

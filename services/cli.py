@@ -8,8 +8,20 @@ from collections.abc import Sequence
 
 from aiocoord import __version__
 
-from . import agent, app, config_cmd, demo, deploy, discovery_cmd, elect, tasks_cmd, zk
+from . import (
+    agent,
+    app,
+    config_cmd,
+    demo,
+    deploy,
+    discovery_cmd,
+    elect,
+    status_cmd,
+    tasks_cmd,
+    zk,
+)
 from .common import add_log_option, setup_logging
+from .metrics import add_metrics_option
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -17,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="aiocoord",
         description="asyncio coordination on ZooKeeper: a local ZooKeeper, the HA runner, "
         "config distribution (agent, trigger, app, deploy, config), service discovery (register, "
-        "discover), task dispatch (dispatcher, worker, submit, tasks), the demo. "
+        "discover), task dispatch (dispatcher, worker, submit, tasks), status, the demo. "
         "Every long-running command stops gracefully on SIGTERM/SIGINT.",
     )
     parser.add_argument("--version", action="version", version=f"aiocoord {__version__}")
@@ -30,7 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
     deploy.add_parser(sub)
     discovery_cmd.add_parsers(sub)
     tasks_cmd.add_parsers(sub)
+    status_cmd.add_parser(sub)
     demo.add_parser(sub)
+    for name in ("agent", "app", "deploy", "elect", "register", "discover", "dispatcher", "worker"):
+        add_metrics_option(sub.choices[name])
     for command in sub.choices.values():
         for leaf in _leaves(command):
             add_log_option(leaf)

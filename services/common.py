@@ -10,6 +10,8 @@ from collections.abc import Awaitable, Callable
 
 import aiocoord
 
+from .metrics import Metrics
+
 DEFAULT_ZK = "127.0.0.1:2181"
 
 
@@ -99,13 +101,31 @@ class StatusReporter:
     """Reports this host's status on a ``StatusBoard``, and reports the last one again on every
     new session (the ephemeral status node went with the lost one): run ``keep()`` in a task."""
 
-    def __init__(self, client: aiocoord.Client, board: aiocoord.StatusBoard, host: str) -> None:
+    def __init__(
+        self,
+        client: aiocoord.Client,
+        board: aiocoord.StatusBoard,
+        host: str,
+        metrics: Metrics | None = None,
+    ) -> None:
         self._client = client
         self._board = board
         self.host = host
         self._last: tuple[str | None, bool, str | None] | None = None
+        self._metrics = metrics
+        if metrics is not None:
+            metrics.describe("aiocoord_config_applied_total", "counter", "versions applied")
+            metrics.describe("aiocoord_config_apply_failures_total", "counter",
+                             "versions that failed to apply (the previous one stays)")  # fmt: skip
 
     async def report(self, version: str | None, ok: bool, error: str | None = None) -> None:
+        """Report the outcome of applying a version (``version``: what is in place now)."""
+        if self._metrics is not None:
+            name = "aiocoord_config_applied_total" if ok else "aiocoord_config_apply_failures_total"
+            self._metrics.inc(name)
+        await self._send(version, ok, error)
+
+    async def _send(self, version: str | None, ok: bool, error: str | None) -> None:
         self._last = (version, ok, error)
         try:
             await self._board.report(self.host, version, ok=ok, error=error)
@@ -118,4 +138,4 @@ class StatusReporter:
         async with self._client.session_events() as events:
             async for event in events:
                 if event.state is aiocoord.SessionState.CONNECTED and self._last is not None:
-                    await self.report(*self._last)
+                    await self._send(*self._last)

@@ -28,6 +28,7 @@ import aiocoord
 from aiocoord.transport import codec
 
 from .common import StatusReporter, add_session_options, run_service
+from .metrics import serving
 
 log = logging.getLogger("aiocoord.deploy")
 
@@ -152,11 +153,14 @@ async def deploy(root: Path, deployment: Deployment) -> str:
 async def _run(args: argparse.Namespace) -> None:
     host_id = args.id or socket.gethostname()
     root: Path = args.root
-    async with aiocoord.Client(
-        args.zk, namespace=args.namespace, session_timeout=args.session_timeout
-    ) as zk:
+    async with (
+        aiocoord.Client(
+            args.zk, namespace=args.namespace, session_timeout=args.session_timeout
+        ) as zk,
+        serving(args, "deploy", zk) as metrics,
+    ):
         board = aiocoord.StatusBoard(zk, f"{args.node.rstrip('/')}-status")
-        status = StatusReporter(zk, board, host_id)
+        status = StatusReporter(zk, board, host_id, metrics)
         running: str | None = None  # the commit we checked out last
 
         async with anyio.create_task_group() as tg, aiocoord.watch_node(zk, args.node) as feed:

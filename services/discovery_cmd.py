@@ -14,6 +14,7 @@ import aiocoord
 from aiocoord.transport import codec
 
 from .common import add_session_options, run_service
+from .metrics import serving
 
 log = logging.getLogger("aiocoord.discovery")
 
@@ -77,9 +78,12 @@ def _print(value: dict[str, Any]) -> None:
 async def _register(args: argparse.Namespace) -> None:
     check = aiocoord.parse_check(args.check) if args.check else None
     payload = codec.loads(args.payload, what="--payload") if args.payload else None
-    async with aiocoord.Client(
-        args.zk, namespace=args.namespace, session_timeout=args.session_timeout
-    ) as zk:
+    async with (
+        aiocoord.Client(
+            args.zk, namespace=args.namespace, session_timeout=args.session_timeout
+        ) as zk,
+        serving(args, "register", zk) as metrics,
+    ):
         registry = aiocoord.ServiceRegistry(zk, args.base)
         async with registry.register(
             args.service, args.address, args.port, instance_id=args.id, payload=payload,
@@ -87,6 +91,15 @@ async def _register(args: argparse.Namespace) -> None:
             check_timeout=args.check_timeout, fall=args.fall, rise=args.rise,
         ) as registration:  # fmt: skip
             state = "registered" if registration.registered else "waiting for a passing check"
+            metrics.describe("aiocoord_registrations_total", "counter",
+                             "times the instance was (re-)registered")  # fmt: skip
+            metrics.describe("aiocoord_registered", "gauge", "1 while the instance is registered")
+            metrics.collect(lambda: [
+                ("aiocoord_registrations_total", {"service": args.service},
+                 float(registration.registrations)),
+                ("aiocoord_registered", {"service": args.service},
+                 float(registration.registered)),
+            ])  # fmt: skip
             log.info("%s: %s", registration.path, state)
             await anyio.sleep_forever()
 
@@ -96,15 +109,22 @@ def register_main(args: argparse.Namespace) -> int:
 
 
 async def _discover(args: argparse.Namespace) -> None:
-    async with aiocoord.Client(
-        args.zk, namespace=args.namespace, session_timeout=args.session_timeout
-    ) as zk:
+    async with (
+        aiocoord.Client(
+            args.zk, namespace=args.namespace, session_timeout=args.session_timeout
+        ) as zk,
+        serving(args, "discover", zk) as metrics,
+    ):
         registry = aiocoord.ServiceRegistry(zk, args.base)
         if not args.watch:
             for instance in await registry.instances(args.service):
                 _print(_instance_json(instance))
             return
         async with registry.discovery(args.service) as cache:
+            metrics.describe("aiocoord_instances", "gauge", "instances of the service known")
+            metrics.collect(lambda: [
+                ("aiocoord_instances", {"service": args.service}, float(len(cache.instances())))
+            ])  # fmt: skip
             changes = cache.changes()
             for instance in cache.instances():
                 _print(_instance_json(instance))

@@ -23,6 +23,7 @@ import anyio
 import aiocoord
 
 from .common import add_session_options, run_service
+from .metrics import leading, serving
 
 log = logging.getLogger("aiocoord.elect")
 
@@ -87,9 +88,12 @@ async def _stop(proc: asyncio.subprocess.Process, grace: float) -> None:
 
 async def _run(args: argparse.Namespace, cmd: list[str]) -> None:
     identity = args.identity or f"{os.uname().nodename}:{os.getpid()}"
-    async with aiocoord.Client(
-        args.zk, namespace=args.namespace, session_timeout=args.session_timeout
-    ) as zk:
+    async with (
+        aiocoord.Client(
+            args.zk, namespace=args.namespace, session_timeout=args.session_timeout
+        ) as zk,
+        serving(args, "elect", zk) as metrics,
+    ):
         election = aiocoord.Election(
             zk,
             args.path,
@@ -105,7 +109,8 @@ async def _run(args: argparse.Namespace, cmd: list[str]) -> None:
                 *cmd, preexec_fn=_die_with_parent(os.getpid())
             )
             try:
-                code = await proc.wait()
+                with leading(metrics, args.path):
+                    code = await proc.wait()
             finally:
                 await _stop(proc, args.grace)
             return code

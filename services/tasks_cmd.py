@@ -8,6 +8,7 @@ import importlib
 import inspect
 import logging
 import sys
+import time
 from typing import Any
 
 import anyio
@@ -16,6 +17,7 @@ import aiocoord
 from aiocoord.transport import codec
 
 from .common import add_session_options, read_data_argument, run_service
+from .metrics import counts, serving
 
 log = logging.getLogger("aiocoord.tasks")
 
@@ -100,11 +102,18 @@ def _client(args: argparse.Namespace) -> aiocoord.Client:
 
 # -- dispatcher --------------------------------------------------------------------------------
 async def _dispatch(args: argparse.Namespace) -> None:
-    async with _client(args) as zk:
+    async with _client(args) as zk, serving(args, "dispatcher", zk) as metrics:
         dispatcher = aiocoord.Dispatcher(
             zk, args.root, identity=args.identity, max_attempts=args.max_attempts,
             retention=args.retention,
         )  # fmt: skip
+        metrics.describe("aiocoord_dispatcher_actions_total", "counter",
+                         "what the dispatcher did: terms, assigned, reassigned, retried, dead, "
+                         "cleaned")  # fmt: skip
+        metrics.describe("aiocoord_dispatcher_active", "gauge", "1 while the active dispatcher")
+        metrics.collect(counts("aiocoord_dispatcher_actions_total", lambda: dispatcher.counts,
+                               "action"))  # fmt: skip
+        metrics.collect(lambda: [("aiocoord_dispatcher_active", {}, float(dispatcher.active))])
         await dispatcher.run()
 
 
@@ -150,11 +159,25 @@ def load_handler(spec: str) -> aiocoord.TaskHandler:
 
 
 async def _work(args: argparse.Namespace, handler: aiocoord.TaskHandler) -> None:
-    async with _client(args) as zk:
+    async with _client(args) as zk, serving(args, "worker", zk) as metrics:
+        metrics.describe("aiocoord_task_seconds", "histogram", "handler run time per task")
+
+        async def timed(task: aiocoord.Task) -> bytes:
+            started = time.perf_counter()
+            try:
+                return await handler(task)
+            finally:
+                metrics.observe("aiocoord_task_seconds", time.perf_counter() - started)
+
         worker = aiocoord.Worker(
-            zk, handler, args.root, worker_id=args.id, concurrency=args.concurrency,
+            zk, timed, args.root, worker_id=args.id, concurrency=args.concurrency,
             grace=args.grace,
         )  # fmt: skip
+        metrics.describe("aiocoord_worker_tasks_total", "counter",
+                         "task outcomes: completed, failed, refused, returned")  # fmt: skip
+        metrics.describe("aiocoord_worker_running", "gauge", "tasks running now")
+        metrics.collect(counts("aiocoord_worker_tasks_total", lambda: worker.counts, "outcome"))
+        metrics.collect(lambda: [("aiocoord_worker_running", {}, float(len(worker.running)))])
         await worker.run()
 
 
