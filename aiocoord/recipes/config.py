@@ -41,16 +41,14 @@ from ..transport import codec
 from ..transport.client import Client
 from ..transport.errors import (
     ClientClosed,
-    ConnectionLoss,
     CoordError,
     MultiFailed,
     NodeExists,
     NoNode,
-    RequestTimeout,
-    SessionExpired,
 )
 from ..transport.paths import validate_path
 from ..transport.types import Op, SessionEvent, SessionState, WatchEvent
+from ._session import RETRYABLE
 
 if TYPE_CHECKING:
     from .election import Term
@@ -61,7 +59,6 @@ log = logging.getLogger("aiocoord.config")
 
 PREFIX = "conf-"
 _CONF = re.compile(r"^conf-(\d{10})$")
-_RETRYABLE = (ConnectionLoss, RequestTimeout, SessionExpired)
 
 
 @dataclass(frozen=True, slots=True)
@@ -438,7 +435,7 @@ class ConfigFeed:
                 version = await self._read(self._on_watch)
             except ClientClosed:
                 raise StopAsyncIteration from None
-            except _RETRYABLE as exc:
+            except RETRYABLE as exc:
                 log.debug("%s: re-reading after %s", self.path, exc)
                 self._dirty = True
                 await anyio.sleep(0.05)

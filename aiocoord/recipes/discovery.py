@@ -39,16 +39,13 @@ from ..transport import codec
 from ..transport.client import MAX_PACKET, Client
 from ..transport.errors import (
     ClientClosed,
-    ConnectionLoss,
     CoordError,
-    NodeExists,
     NoNode,
     PayloadTooLarge,
-    RequestTimeout,
-    SessionExpired,
 )
 from ..transport.paths import validate_path
 from ..transport.types import EventType, SessionEvent, SessionState, WatchEvent
+from ._session import RETRYABLE, hold_ephemeral
 
 __all__ = [
     "HealthCheck",
@@ -69,7 +66,6 @@ __all__ = [
 log = logging.getLogger("aiocoord.discovery")
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}$")
-_RETRYABLE = (ConnectionLoss, RequestTimeout, SessionExpired)
 
 #: A health check: returns (or resolves to) True when healthy; exceptions count as unhealthy.
 HealthCheck = Callable[[], Awaitable[bool] | bool]
@@ -309,32 +305,9 @@ class Registration:
                 await self._client.set(self.path, data)
 
     async def _create(self) -> None:
-        client = self._client
-        while True:
-            try:
-                await client.create(
-                    self.path, self.instance.encode(), ephemeral=True, makepath=True
-                )
-            except NodeExists:
-                gone = anyio.Event()
-
-                def on_change(_event: WatchEvent, gone: anyio.Event = gone) -> None:
-                    gone.set()
-
-                stat = await client.exists(self.path, watch=on_change)
-                if stat is None:
-                    continue
-                if stat.ephemeral_owner == client.session_id:
-                    await client.set(self.path, self.instance.encode())
-                else:
-                    # left by our expired session (or another registrant of this id): wait
-                    log.info("%s exists (session 0x%x): waiting for it to go", self.path,
-                             stat.ephemeral_owner)  # fmt: skip
-                    await gone.wait()
-                    continue
-            self.registrations += 1
-            log.info("registered %s (%s:%d)", self.path, self.instance.address, self.instance.port)
-            return
+        await hold_ephemeral(self._client, self.path, self.instance.encode(), log=log)
+        self.registrations += 1
+        log.info("registered %s (%s:%d)", self.path, self.instance.address, self.instance.port)
 
     async def _deregister(self, why: str) -> None:
         was, self._wanted = self._wanted, False
@@ -356,7 +329,7 @@ class Registration:
                 await self._client.wait_connected()
                 await self._create()
                 return
-            except _RETRYABLE as exc:
+            except RETRYABLE as exc:
                 log.info("registering %s again after %s", self.path, exc)
                 await anyio.sleep(0.1)
 
@@ -505,7 +478,7 @@ class ServiceCache:
                     if not full:  # (a full sync has just read every instance)
                         for path in pending - {self.path}:
                             await self._refresh(path.rsplit("/", 1)[1])
-                except _RETRYABLE as exc:
+                except RETRYABLE as exc:
                     log.debug("%s: re-reading after %s", self.path, exc)
                     self._full = True
                     await anyio.sleep(0.05)

@@ -76,6 +76,7 @@ from ..transport.types import (
     WatchEvent,
     ZnodeStat,
 )
+from ._session import RETRYABLE, hold_ephemeral
 
 __all__ = [
     "Dispatcher",
@@ -93,7 +94,6 @@ __all__ = [
 log = logging.getLogger("aiocoord.tasks")
 
 T = TypeVar("T")
-_RETRYABLE = (ConnectionLoss, RequestTimeout, SessionExpired)
 _TASK_ID = re.compile(r"task-\d{10}")
 _READ_CHUNK = 2000  # reads in flight at once when a whole tree is read
 
@@ -339,7 +339,7 @@ class TaskHandle:
                 if state is TaskState.CANCELLED:
                     raise TaskCancelled(self.id)
                 await changed.wait()
-            except _RETRYABLE:
+            except RETRYABLE:
                 await client.wait_connected()
             finally:
                 with contextlib.suppress(CoordError):
@@ -518,7 +518,7 @@ class Dispatcher:
             self._master_event = None
             try:
                 await self._acquire()
-            except _RETRYABLE as exc:
+            except RETRYABLE as exc:
                 log.info("dispatcher: contending again after %s", exc)
                 continue
             try:
@@ -1055,7 +1055,7 @@ class Worker:
         async with anyio.create_task_group() as tg:
             handlers: anyio.abc.TaskGroup = await tg.start(self._host_handlers)
             try:
-                await self._register(draining=False)
+                await self._register()
                 task_status.started(self.path)
                 await self._follow(handlers)
             finally:
@@ -1072,43 +1072,17 @@ class Worker:
                 task_status.started(handlers)
                 await self._drained.wait()
 
-    async def _register(self, *, draining: bool) -> None:
+    async def _register(self) -> None:
         client, paths = self._client, self._paths
         info = {
-            "capacity": self.concurrency, "draining": draining,
+            "capacity": self.concurrency, "draining": False,
             "host": socket.gethostname(), "pid": os.getpid(),
         }  # fmt: skip
         data = codec.dumps(info)
         await client.ensure_path(f"{paths.assign}/{self.id}")
-        while True:
-            await client.wait_connected()
-            session = client.session_id
-            try:
-                await client.create(self.path, data, ephemeral=True, makepath=True)
-            except NodeExists:
-                gone = anyio.Event()
-
-                def on_change(_event: WatchEvent, gone: anyio.Event = gone) -> None:
-                    gone.set()
-
-                stat = await client.exists(self.path, watch=on_change)
-                if stat is None:
-                    continue
-                if stat.ephemeral_owner != session:
-                    log.info("worker %s: %s is held by session 0x%x (a previous run?); waiting "
-                             "for it to go", self.id, self.path, stat.ephemeral_owner)  # fmt: skip
-                    await gone.wait()
-                    continue
-                await client.set(self.path, data)
-            except (ConnectionLoss, RequestTimeout):
-                continue  # created or not: the NodeExists branch finds out
-            stat = await client.exists(self.path)
-            if stat is None or stat.ephemeral_owner != session:
-                continue
-            self._registered = (session, stat.czxid)
-            log.info("worker %s: registered (capacity %d%s)", self.id, self.concurrency,
-                     ", draining" if draining else "")  # fmt: skip
-            return
+        stat = await hold_ephemeral(client, self.path, data, log=log)
+        self._registered = (stat.ephemeral_owner, stat.czxid)
+        log.info("worker %s: registered (capacity %d)", self.id, self.concurrency)
 
     async def _follow(self, handlers: anyio.abc.TaskGroup) -> None:
         client = self._client
@@ -1121,14 +1095,14 @@ class Worker:
             self._changed = anyio.Event()
             try:
                 if self._registered[0] != client.session_id:
-                    await self._register(draining=False)  # a new session: register again
+                    await self._register()  # a new session: register again
                 names = await client.children(directory, watch=wake)
                 fresh = [n for n in names if n not in self._running]
                 datas = await _gather(client.get(f"{directory}/{n}") for n in fresh)
             except NoNode:
                 await client.ensure_path(directory)
                 continue
-            except _RETRYABLE:
+            except RETRYABLE:
                 await client.wait_connected()
                 continue
             mine = str(self._registered[1])
@@ -1188,38 +1162,33 @@ class Worker:
                 Op.set_data(paths.status(task_id), b"failed"),
                 Op.create(paths.error(task_id), error.encode()[:65536], sequential=True),
             ]
-        for attempt in range(2):
+        retried = False
+        while True:
             try:
                 await self._client.multi(ops)
+                break
             except PayloadTooLarge as exc:
                 if error is not None:
                     raise
                 await self._finish(task_id, b"", f"result too large: {exc}")
                 return
             except MultiFailed as exc:
-                if exc.index == 0:
-                    how = "after a lost connection, applied or" if attempt else ""
-                    log.warning("worker %s: completion of %s %s refused: its assignment was "
-                                "taken away", self.id, task_id, how)  # fmt: skip
-                    self.counts["refused"] += 1
-                else:
-                    log.warning("worker %s: completion of %s refused: %s", self.id, task_id,
-                                exc.cause)  # fmt: skip
-                    self.counts["refused"] += 1
+                why = "its assignment was taken away" if exc.index == 0 else str(exc.cause)
+                if retried:  # our first try may have been applied after all
+                    why += " (or an earlier try whose reply was lost was applied)"
+                log.warning("worker %s: completion of %s refused: %s", self.id, task_id, why)
+                self.counts["refused"] += 1
                 return
-            except (ConnectionLoss, RequestTimeout):
+            except RETRYABLE:
+                # applied or not: a second try is refused if the first one was
                 await self._client.wait_connected()
-                continue  # applied or not: the second try is refused if it was
-            except SessionExpired:
-                await self._client.wait_connected()
-                continue
-            if error is None:
-                self.counts["completed"] += 1
-                log.info("worker %s: completed %s", self.id, task_id)
-            else:
-                self.counts["failed"] += 1
-                log.warning("worker %s: %s failed: %s", self.id, task_id, error)
-            return
+                retried = True
+        if error is None:
+            self.counts["completed"] += 1
+            log.info("worker %s: completed %s", self.id, task_id)
+        else:
+            self.counts["failed"] += 1
+            log.warning("worker %s: %s failed: %s", self.id, task_id, error)
 
     async def _shutdown(self, handlers: anyio.abc.TaskGroup) -> None:
         client = self._client
