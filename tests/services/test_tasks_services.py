@@ -110,10 +110,11 @@ async def test_ten_thousand_tasks_while_two_of_four_workers_are_killed(
         handles = await submit_all(queue, payloads)
         assert len({h.id for h in handles}) == count
         victims = rng.sample(workers, 2)
-        for victim in victims:  # each killed after a random number of completions
-            threshold = rng.randrange(200, 3000)
-            await eventually(lambda v=victim, t=threshold: sum(  # type: ignore[misc]
-                completions(v).values()) >= t, timeout=120, interval=0.05)  # fmt: skip
+        # each is killed once a random number of tasks are done (in the first and second half)
+        for victim, (low, high) in zip(victims, ((500, 4000), (5000, 8000)), strict=True):
+            threshold = rng.randrange(low, high)
+            await eventually(lambda t=threshold: sum(completions(*workers).values()) >= t,  # type: ignore[misc]
+                             timeout=120, interval=0.2)  # fmt: skip
             victim.kill()
             await victim.proc.wait()
         with anyio.fail_after(240):
