@@ -121,10 +121,13 @@ def print_table(results: dict[str, Any]) -> None:
         f"Discovery: cache convergence over {results['rounds']} rounds, p50 / p99 ms "
         "(aiocoord ServiceCache vs kazoo ChildrenWatch)"
     )
+    print(f"{'':<12}{'aiocoord':>17}{'kazoo':>20}{'ratio p50/p99':>16}")
     for what in ("register", "deregister"):
+        ours, theirs = a[what], k[what]
         print(
-            f"{what:<12}{a[what]['p50_ms']:>9.2f} /{a[what]['p99_ms']:>7.2f}"
-            f"{k[what]['p50_ms']:>12.2f} /{k[what]['p99_ms']:>7.2f}"
+            f"{what:<12}{ours['p50_ms']:>9.2f} /{ours['p99_ms']:>7.2f}"
+            f"{theirs['p50_ms']:>12.2f} /{theirs['p99_ms']:>7.2f}"
+            f"{theirs['p50_ms'] / ours['p50_ms']:>9.1f}x / {theirs['p99_ms'] / ours['p99_ms']:.1f}x"
         )
     print(
         f"picks/s: aiocoord {a['picks_per_s']:,.0f}; kazoo ChildrenWatch cache "
