@@ -948,11 +948,13 @@ class Dispatcher:
     ) -> None:
         """Nothing of the batch was applied: the move whose op failed is read again, the others
         go back to their queues."""
-        index = exc.index - len(self._guard)
-        for _kind, task, _worker, ops, redo in reversed(batch):
-            failed = 0 <= index < len(ops)
-            index -= len(ops)
-            if failed:
+        index, offset, failed = exc.index - len(self._guard), 0, None
+        for _kind, task, _worker, ops, _redo in batch:
+            if offset <= index < offset + len(ops):
+                failed = task
+            offset += len(ops)
+        for _kind, task, _worker, _ops, redo in reversed(batch):
+            if task == failed:
                 log.debug("dispatcher: move of %s refused (%s); reading it again", task, exc.cause)
                 self._redo.appendleft(_Redo(task, redo.from_worker if redo else None,
                                             redo.reason if redo else None))  # fmt: skip

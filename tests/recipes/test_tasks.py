@@ -24,6 +24,7 @@ from aiocoord import (
     Task,
     TaskCancelled,
     TaskFailed,
+    TaskHandle,
     TaskQueue,
     TaskState,
     UnknownTask,
@@ -178,6 +179,34 @@ async def test_cancel_pending_and_running_tasks(zk_server: ZooKeeperServer, zk: 
         assert workers["w1"].counts["completed"] == 0
         after = await queue.submit(b"c")  # the slot is free again
         await eventually(lambda: workers["w1"].running == {after.id}, timeout=10)
+
+
+async def test_tasks_cancelled_while_queued_do_not_hold_up_the_others(
+    zk_server: ZooKeeperServer, zk: Client
+) -> None:
+    """With no worker yet, 30 tasks queue up; 5 are cancelled. The first batch of moves meets
+    the cancelled ones (its multi() is refused as a whole): the others still all run."""
+    async with system(zk_server, zk, {}) as (dispatcher, _):
+        queue = TaskQueue(zk)
+        handles = [await queue.submit(str(i).encode()) for i in range(30)]
+        cancelled = handles[3:30:6]
+        for handle in cancelled:
+            assert await handle.cancel() is True
+        async with session(zk_server, zk) as wz, anyio.create_task_group() as tg:
+            await tg.start(Worker(wz, echo, worker_id="late", concurrency=64).run)
+            with anyio.fail_after(15):
+                for handle in handles:
+                    if handle in cancelled:
+                        with pytest.raises(TaskCancelled):
+                            await handle.result()
+                    else:
+                        assert await handle.result() == handle_payload(handles, handle)
+            assert dispatcher.counts["assigned"] == 25
+            tg.cancel_scope.cancel()
+
+
+def handle_payload(handles: list[TaskHandle], handle: TaskHandle) -> bytes:
+    return str(handles.index(handle)).encode()
 
 
 async def test_a_plain_kazoo_script_gets_its_task_done(
