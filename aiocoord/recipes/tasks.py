@@ -1144,7 +1144,11 @@ class Worker:
                     except Exception as exc:  # any handler error fails the attempt
                         result, error = b"", f"{type(exc).__name__}: {exc}"
                     with anyio.CancelScope(shield=True):
-                        await self._finish(task_id, result, error)
+                        try:
+                            await self._finish(task_id, result, error)
+                        except CoordError as exc:  # e.g. closed: the dispatcher moves it
+                            log.error("worker %s: could not record the outcome of %s: %s",
+                                      self.id, task_id, exc)  # fmt: skip
             if scope.cancelled_caught:
                 log.info("worker %s: %s stopped (its assignment went away)", self.id, task_id)
         finally:

@@ -15,7 +15,7 @@ import pytest
 
 from aiocoord import Client, Election, TaskQueue, TriggerClient, TriggerError
 from aiocoord.testing import ZooKeeperServer, free_port
-from tests.helpers import eventually_async
+from tests.helpers import eventually, eventually_async
 from tests.services.test_tasks_services import service, zk_args
 
 
@@ -36,7 +36,8 @@ async def test_metrics_and_status_of_a_running_system(
     zk_server: ZooKeeperServer, zk: Client, tmp_path: Path
 ) -> None:
     logs = tmp_path
-    trigger, m_agent, m_worker, m_dispatcher = (free_port() for _ in range(4))
+    trigger, m_agent, m_worker, m_dispatcher, m_app = (free_port() for _ in range(5))
+    out = logs / "site.conf"
     async with AsyncExitStack() as stack:
         for name, args in (
             ("agent", ["agent", "--path", "/conf", "--listen", f"127.0.0.1:{trigger}",
@@ -44,6 +45,8 @@ async def test_metrics_and_status_of_a_running_system(
             ("worker", ["worker", "--id", "w1", "--metrics-port", str(m_worker)]),
             ("dispatcher", ["dispatcher", "--identity", "disp", "--metrics-port",
                             str(m_dispatcher)]),
+            ("app", ["app", "--path", "/conf", "--out", str(out), "--id", "host-1",
+                     "--check-cmd", "grep -q v1 {file}", "--metrics-port", str(m_app)]),
         ):  # fmt: skip
             await stack.enter_async_context(
                 service(logs / f"{name}.log", args[0], *zk_args(zk_server, zk), *args[1:])
@@ -67,6 +70,10 @@ async def test_metrics_and_status_of_a_running_system(
                 except OSError:
                     await anyio.sleep(0.1)
 
+        await eventually(out.exists, timeout=20)
+        app = await anyio.to_thread.run_sync(scrape, m_app)
+        assert app["aiocoord_config_applied_total"] == 1
+        assert app.get("aiocoord_config_apply_failures_total", 0) == 0
         worker = await anyio.to_thread.run_sync(scrape, m_worker)
         assert worker['aiocoord_worker_tasks_total{outcome="completed"}'] == 3
         assert worker["aiocoord_task_seconds_count"] == 3
@@ -91,6 +98,9 @@ async def test_metrics_and_status_of_a_running_system(
         assert data["elections"] == [{"path": "/conf-agents", "leader": "agent-a", "candidates": 1}]
         assert data["config"][0]["path"] == "/conf"
         assert data["config"][0]["current"] == "conf-0000000000"
+        assert data["config"][0]["hosts"] == [
+            {"host": "host-1", "version": "conf-0000000000", "ok": True, "error": None}
+        ]
         assert data["tasks"]["counts"]["done"] == 3 and data["tasks"]["workers"] == 1
         assert data["tasks"]["dispatcher"] == "disp"
         screen = await anyio.to_thread.run_sync(status)
