@@ -6,13 +6,9 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
-import sys
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio
@@ -32,28 +28,9 @@ from aiocoord import (
 from aiocoord.testing import ZooKeeperServer, free_port
 from aiocoord.transport import codec
 from tests.helpers import eventually, eventually_async
+from tests.services.processes import aiocoord_cmd, service
 
 PATH = "/Applications/NginxConf"
-
-
-def aiocoord_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "services", *args]
-
-
-@asynccontextmanager
-async def service(*args: str) -> AsyncIterator[anyio.abc.Process]:
-    """An ``aiocoord`` service process; stopped with SIGTERM (then SIGKILL) after the test."""
-    async with await anyio.open_process(aiocoord_cmd(*args), stdout=None, stderr=None) as proc:
-        try:
-            yield proc
-        finally:
-            if proc.returncode is None:
-                proc.send_signal(signal.SIGTERM)
-                with anyio.move_on_after(10):
-                    await proc.wait()
-                if proc.returncode is None:
-                    proc.kill()
-                    await proc.wait()
 
 
 def zk_args(zk_server: ZooKeeperServer, zk: Client) -> list[str]:

@@ -23,6 +23,7 @@ import pytest
 from aiocoord import Client, NoNode, TaskFailed, TaskHandle, TaskQueue, TaskState
 from aiocoord.testing import ZooKeeperServer
 from tests.helpers import eventually, eventually_async
+from tests.services.processes import service as process
 
 HANDLERS = "tests.services.task_handlers"
 COMPLETED = re.compile(r"worker (\S+): completed (task-\d{10})")
@@ -44,21 +45,8 @@ class Service:
 
 @asynccontextmanager
 async def service(log: Path, *args: str) -> AsyncIterator[Service]:
-    with log.open("ab") as out:
-        cmd = [sys.executable, "-m", "services", *args]
-        async with await anyio.open_process(cmd, stdout=out, stderr=out) as proc:
-            try:
-                yield Service(proc, log)
-            finally:
-                if proc.returncode is None:
-                    with anyio.CancelScope(shield=True):
-                        proc.send_signal(signal.SIGCONT)
-                        proc.send_signal(signal.SIGTERM)
-                        with anyio.move_on_after(10):
-                            await proc.wait()
-                        if proc.returncode is None:
-                            proc.kill()
-                            await proc.wait()
+    async with process(*args, log=log) as proc:
+        yield Service(proc, log)
 
 
 def zk_args(zk_server: ZooKeeperServer, zk: Client) -> list[str]:
