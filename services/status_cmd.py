@@ -151,7 +151,7 @@ async def collect(args: argparse.Namespace) -> dict[str, Any]:
             master = None
         report["tasks"] = {
             "root": queue.root, "dispatcher": master, "workers": workers,
-            "counts": {state.value: n for state, n in counts.items()},
+            "counts": {state.label: n for state, n in counts.items()},
         }  # fmt: skip
     return report
 

@@ -82,7 +82,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     t = sub.add_parser(
         "tasks",
         help="task counts by state",
-        description="Print how many tasks are pending, scheduled, failed, done, dead and "
+        description="Print how many tasks are pending, assigned, failed, done, dead and "
         "cancelled (or the state of each TASK given).",
     )
     add_session_options(t)
@@ -207,7 +207,7 @@ async def _submit(args: argparse.Namespace, payload: bytes) -> int:
                 result = await handle.result()
         except TimeoutError:
             log.error("%s: no result within %ss (still %s)", handle.id, args.timeout,
-                      (await handle.status()).value)  # fmt: skip
+                      (await handle.status()).label)  # fmt: skip
             return 1
         except aiocoord.TaskFailed as exc:
             log.error("%s", exc)
@@ -236,7 +236,7 @@ async def _tasks(args: argparse.Namespace) -> int:
             states: dict[str, Any] = {}
             for task_id in args.task_ids:
                 try:
-                    states[task_id] = (await queue.handle(task_id).status()).value
+                    states[task_id] = (await queue.handle(task_id).status()).label
                 except aiocoord.UnknownTask:
                     states[task_id] = None
             if args.json:
@@ -245,7 +245,7 @@ async def _tasks(args: argparse.Namespace) -> int:
                 for task_id, state in states.items():
                     print(f"{task_id}  {state or 'unknown'}")
             return 0 if all(states.values()) else 1
-        counts = {state.value: n for state, n in (await queue.counts()).items()}
+        counts = {state.label: n for state, n in (await queue.counts()).items()}
         if args.json:
             print(codec.dumps(counts).decode())
         else:

@@ -109,6 +109,11 @@ class TaskState(enum.Enum):
     CANCELLED = "cancelled"
 
     @property
+    def label(self) -> str:
+        """The state's name for people: "assigned" for SCHEDULED, else the value."""
+        return "assigned" if self is TaskState.SCHEDULED else self.value
+
+    @property
     def finished(self) -> bool:
         return self in (TaskState.DONE, TaskState.DEAD, TaskState.CANCELLED)
 

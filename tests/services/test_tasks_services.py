@@ -5,6 +5,7 @@ dispatcher killed mid-stream, a poison task that crashes its workers, and the co
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import re
@@ -270,6 +271,14 @@ def test_submit_and_tasks_commands(zk_server: ZooKeeperServer, tmp_path: Path) -
     assert queued.returncode == 0 and re.fullmatch(r"task-\d{10}\n", queued.stdout)
     counts = run("tasks", *args, "--json")
     assert counts.returncode == 0 and '"pending":1' in counts.stdout
+    assert json.loads(counts.stdout) == {
+        "pending": 1,
+        "assigned": 0,
+        "failed": 0,
+        "done": 0,
+        "dead": 0,
+        "cancelled": 0,
+    }
     bad = run("tasks", *args, "task-9999999999")
     assert bad.returncode == 1 and "unknown" in bad.stdout
     malformed = run("tasks", *args, "nonsense")
