@@ -22,6 +22,7 @@ import argparse
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -351,9 +352,7 @@ def run_demo(args: argparse.Namespace) -> int:
         print(f"\ndemo FAILED at: {failed} (service logs in {logs})")
         return 1
     if not args.keep_logs:
-        for f in sorted(logs.rglob("*"), reverse=True):
-            f.rmdir() if f.is_dir() else f.unlink()
-        logs.rmdir()
+        shutil.rmtree(logs, ignore_errors=True)
     else:
         print(f"\nservice logs in {logs}")
     print(f"\ndemo finished in {time.perf_counter() - started:.1f}s")
