@@ -27,6 +27,7 @@ from .common import add_session_options
 log = logging.getLogger("aiocoord.status")
 _CANDIDATE = re.compile(r"^(?!conf-|task-|error-)[^/]*\d{10}$")
 _CONF = re.compile(r"^conf-\d{10}$")
+_SEQUENTIAL = re.compile(r"\d{10}$")
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -105,7 +106,8 @@ async def _walk(zk: aiocoord.Client, limit: int) -> tuple[list[str], list[str], 
             stores.append(path)
         for child in sorted(children):
             full = f"{base}/{child}"
-            if full != "/zookeeper" and not _CONF.match(child) and not _CANDIDATE.match(child):
+            # sequential children (candidates, versions, tasks) are items, not subtrees to walk
+            if full != "/zookeeper" and not _SEQUENTIAL.search(child):
                 queue.append(full)
     return elections, stores, False
 
