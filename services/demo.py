@@ -178,9 +178,10 @@ async def _applied_everywhere(files: list[Path], data: str) -> None:
 async def _demo(d: Demo, tg: anyio.abc.TaskGroup) -> None:
     svc = d.services
     trigger_port = free_port()
-    async with Client(d.hosts, session_timeout=8) as root:
+    async with d.step("connect to ZooKeeper") as s, Client(d.hosts, session_timeout=8) as root:
         if await root.exists(NAMESPACE):
             await root.delete(NAMESPACE, recursive=True)
+        s.detail = f"session 0x{root.session_id:x} on {root.connected_host}"
     async with Client(d.hosts, namespace=NAMESPACE, session_timeout=8) as zk:
         election = aiocoord.Election(zk, f"{CONFIG}-agents")
         files = [svc.logs / f"app{i}" / "nginx.conf" for i in range(3)]
@@ -367,6 +368,8 @@ async def _run_guarded(d: Demo) -> str:
             tg.cancel_scope.cancel()
     except Exception as exc:
         name = next((s.name for s in d.steps if not s.ok), "setup")
-        log.error("step %r failed: %r", name, exc)
+        while isinstance(exc, ExceptionGroup) and len(exc.exceptions) == 1:
+            exc = exc.exceptions[0]  # the task group's wrapping says nothing
+        log.error("step %r failed: %s: %s", name, type(exc).__name__, exc)
         return name
     return ""

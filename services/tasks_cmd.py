@@ -114,6 +114,9 @@ async def _dispatch(args: argparse.Namespace) -> None:
         metrics.collect(counts("aiocoord_dispatcher_actions_total", lambda: dispatcher.counts,
                                "action"))  # fmt: skip
         metrics.collect(lambda: [("aiocoord_dispatcher_active", {}, float(dispatcher.active))])
+        metrics.describe("aiocoord_dispatcher_tasks", "gauge",
+                         "tasks the active dispatcher holds, by state")  # fmt: skip
+        metrics.collect(counts("aiocoord_dispatcher_tasks", dispatcher.queue_sizes, "state"))
         await dispatcher.run()
 
 

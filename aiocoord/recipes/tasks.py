@@ -471,6 +471,19 @@ class Dispatcher:
     def identity(self) -> str:
         return self._identity or f"{socket.gethostname()}:{os.getpid()}"
 
+    def queue_sizes(self) -> dict[str, int]:
+        """What the active dispatcher holds now: pending, assigned (to live workers), deciding
+        (failed or moved, waiting for a decision or a free worker), finished (until cleaned up).
+        All zero on a standby."""
+        if not self.active:
+            return dict.fromkeys(("pending", "assigned", "deciding", "finished"), 0)
+        return {
+            "pending": len(self._pending),
+            "assigned": sum(len(v.assigned) for v in self._views.values()),
+            "deciding": len(self._redo),
+            "finished": len(self._finished),
+        }
+
     async def wait_active(self) -> None:
         """Wait until this process is the active dispatcher."""
         await self._activated.wait()

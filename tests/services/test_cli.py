@@ -71,3 +71,14 @@ def test_demo_runs_end_to_end() -> None:
     assert "200/200 done" in out.stdout  # progress of the long step
     assert "FAILED" not in out.stdout
     assert "demo finished" in out.stdout
+
+
+def test_demo_names_the_step_that_failed() -> None:
+    port = free_port()  # nothing listens there
+    out = subprocess.run(
+        aiocoord_cmd("demo", "--zk", f"127.0.0.1:{port}"), capture_output=True, text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 1
+    assert "demo FAILED at: connect to ZooKeeper" in out.stdout
+    assert f"could not connect to ZooKeeper at 127.0.0.1:{port}" in out.stderr

@@ -82,6 +82,8 @@ async def test_metrics_and_status_of_a_running_system(
         dispatcher = await anyio.to_thread.run_sync(scrape, m_dispatcher)
         assert dispatcher['aiocoord_dispatcher_actions_total{action="assigned"}'] == 3
         assert dispatcher["aiocoord_dispatcher_active"] == 1
+        assert dispatcher['aiocoord_dispatcher_tasks{state="finished"}'] == 3
+        assert dispatcher['aiocoord_dispatcher_tasks{state="pending"}'] == 0
         agent = await anyio.to_thread.run_sync(scrape, m_agent)
         assert agent['aiocoord_trigger_requests_total{outcome="ok"}'] == 1
         assert agent['aiocoord_trigger_requests_total{outcome="unknown_command"}'] == 1
