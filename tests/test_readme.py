@@ -13,9 +13,9 @@ from aiocoord.testing import ZooKeeperServer
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 
-def quickstart() -> str:
+def quickstart(heading: str = "## Quickstart") -> str:
     text = README.read_text()
-    section = text[text.index("## Quickstart") :]
+    section = text[text.index(heading) :]
     match = re.search(r"```python\n(.*?)```", section, re.S)
     assert match, "the README has no quickstart code block"
     return match.group(1)
@@ -36,3 +36,14 @@ def test_readme_quickstart_runs(zk_server: ZooKeeperServer) -> None:
     )
     assert again.returncode == 0, again.stderr
     assert "multi rolled back: The znode already exists (/x)" in again.stdout
+
+
+def test_readme_task_dispatch_example_runs(zk_server: ZooKeeperServer) -> None:
+    env = {**os.environ, "AIOCOORD_ZK": zk_server.hosts}
+    out = subprocess.run(
+        [sys.executable, "-c", quickstart("## Task dispatch")], capture_output=True, text=True,
+        env=env, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert re.search(r"task-\d{10} b'resized 42.png'", out.stdout)
+    assert "status: done" in out.stdout

@@ -11,6 +11,7 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 
 import anyio
+import anyio.abc
 import pytest
 
 from aiocoord import Client, Election, TaskQueue, TriggerClient, TriggerError
@@ -107,3 +108,51 @@ async def test_metrics_and_status_of_a_running_system(
         assert data["tasks"]["dispatcher"] == "disp"
         screen = await anyio.to_thread.run_sync(status)
         assert "leader agent-a" in screen.stdout and "done 3" in screen.stdout
+
+
+async def test_metrics_of_register_discover_and_elect(
+    zk_server: ZooKeeperServer, zk: Client, tmp_path: Path
+) -> None:
+    m_register, m_discover, m_elect = (free_port() for _ in range(3))
+    async with (
+        await anyio.create_tcp_listener(local_host="127.0.0.1") as health,
+        anyio.create_task_group() as tg,
+    ):
+        port = health.extra(anyio.abc.SocketAttribute.local_port)
+        tg.start_soon(health.serve, _hang_up)
+        async with AsyncExitStack() as stack:
+            for name, args in (
+                ("register", ["register", "--service", "api", "--address", "127.0.0.1",
+                              "--port", str(port), "--check", f"tcp://127.0.0.1:{port}",
+                              "--interval", "0.2", "--rise", "1",
+                              "--metrics-port", str(m_register)]),
+                ("discover", ["discover", "--service", "api", "--watch",
+                              "--metrics-port", str(m_discover)]),
+                ("elect", ["elect", "--path", "/ha", "--metrics-port", str(m_elect), "--",
+                           "sleep", "60"]),
+            ):  # fmt: skip
+                await stack.enter_async_context(
+                    service(tmp_path / f"{name}.log", args[0], *zk_args(zk_server, zk), *args[1:])
+                )
+
+            def scraped(port: int, name: str, value: float) -> bool:
+                try:
+                    return scrape(port).get(name) == value
+                except OSError:
+                    return False  # not serving yet
+
+            await eventually(
+                lambda: scraped(m_register, 'aiocoord_registered{service="api"}', 1), timeout=20
+            )
+            assert scrape(m_register)['aiocoord_registrations_total{service="api"}'] == 1
+            await eventually(
+                lambda: scraped(m_discover, 'aiocoord_instances{service="api"}', 1), timeout=20
+            )
+            await eventually(lambda: scraped(m_elect, 'aiocoord_leader{path="/ha"}', 1), timeout=20)
+            elect = scrape(m_elect)
+            assert elect['aiocoord_leadership_changes_total{change="gained",path="/ha"}'] == 1
+        tg.cancel_scope.cancel()
+
+
+async def _hang_up(stream: anyio.abc.SocketStream) -> None:
+    await stream.aclose()
