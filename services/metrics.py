@@ -81,10 +81,7 @@ class Metrics:
 
         def on_event(event: aiocoord.SessionEvent) -> None:
             self.inc("aiocoord_session_transitions_total", {"state": event.state.value})
-            usable = event.state in (
-                aiocoord.SessionState.CONNECTED, aiocoord.SessionState.RECONNECTED
-            )  # fmt: skip
-            self.set("aiocoord_session_connected", 1 if usable else 0)
+            self.set("aiocoord_session_connected", 1 if event.state.live else 0)
 
         client.add_listener(on_event)
         self.inc("aiocoord_session_transitions_total", {"state": client.state.value})

@@ -440,11 +440,8 @@ class ConfigFeed:
                 self._dirty = True
                 await anyio.sleep(0.05)
                 continue
-            if client.session_id == session and client.state in _LIVE:
+            if client.session_id == session and client.state.live:
                 self.stale = False
             if version is not None and (self.last is None or version.zxid > self.last.zxid):
                 self.last = version
                 return version
-
-
-_LIVE = (SessionState.CONNECTED, SessionState.RECONNECTED)

@@ -606,7 +606,7 @@ class Dispatcher:
         client = self._client
         with contextlib.suppress(CoordError):
             await client.remove_watch(self._paths.master, self._on_master)
-        if client.state not in (SessionState.CONNECTED, SessionState.RECONNECTED):
+        if not client.state.live:
             return  # the node goes with the session
         with contextlib.suppress(CoordError):
             stat = await client.exists(self._paths.master)
@@ -1218,7 +1218,7 @@ class Worker:
         client = self._client
         self._stopping.set()
         with anyio.move_on_after(self.grace + 10):
-            connected = client.state in (SessionState.CONNECTED, SessionState.RECONNECTED)
+            connected = client.state.live
             if connected:
                 with contextlib.suppress(CoordError):
                     await client.set(self.path, codec.dumps({"capacity": 0, "draining": True}))

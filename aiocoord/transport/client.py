@@ -192,9 +192,6 @@ class SessionFeed:
         return self._events.popleft()
 
 
-_LIVE: Final = frozenset((SessionState.CONNECTED, SessionState.RECONNECTED))
-
-
 class Client:
     """A ZooKeeper session. Use as an async context manager; construction does no I/O.
 
@@ -561,7 +558,7 @@ class Client:
             waiter = self._auth_waiters.popleft()
             if waiter is not None and not waiter.done():
                 waiter.set_exception(ConnectionLoss(f"connection lost ({reason})"))
-        if self._state in _LIVE:
+        if self._state.live:
             self._lost_at = now + self._timeout
             log.warning(
                 "session 0x%x suspended: %s: %s (lost in %.1fs unless reconnected)",
@@ -676,7 +673,7 @@ class Client:
     def _set_state(self, state: SessionState, host: str | None = None) -> None:
         self._state = state
         assert self._live is not None
-        if state in _LIVE:
+        if state.live:
             self._live.set()
         elif state is SessionState.CLOSED:
             self._live.set()  # wake waiters so they see CLOSED
@@ -833,7 +830,7 @@ class Client:
             watch,
         )
         conn = self._conn
-        if conn is not None and conn.active and self._state in _LIVE:
+        if conn is not None and conn.active and self._state.live:
             self._send(conn, req)
         else:
             self._backlog.append(req)

@@ -132,6 +132,14 @@ class SessionState(enum.Enum):
     LOST = "lost"  #: the session expired; everything it owned is gone: re-create
     CLOSED = "closed"  #: the client was closed
 
+    @property
+    def live(self) -> bool:
+        """Whether requests are served in this state (CONNECTED or RECONNECTED)."""
+        return self in _LIVE_STATES
+
+
+_LIVE_STATES = frozenset((SessionState.CONNECTED, SessionState.RECONNECTED))
+
 
 @dataclass(frozen=True, slots=True)
 class SessionEvent:
