@@ -15,7 +15,7 @@ import anyio
 
 import aiocoord
 
-from .common import add_session_options, parse_address, run_service
+from .common import add_session_options, parse_address, run_service, session
 from .metrics import counts, leading, serving
 
 log = logging.getLogger("aiocoord.agent")
@@ -57,9 +57,7 @@ async def _run(args: argparse.Namespace) -> None:
     host, port = parse_address(args.listen)
     identity = args.identity or f"{os.uname().nodename}:{os.getpid()}"
     async with (
-        aiocoord.Client(
-            args.zk, namespace=args.namespace, session_timeout=args.session_timeout
-        ) as zk,
+        session(args) as zk,
         serving(args, "agent", zk) as metrics,
     ):
         store = aiocoord.ConfigStore(zk, args.path, retention=args.retention)

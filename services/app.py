@@ -29,7 +29,7 @@ import anyio
 
 import aiocoord
 
-from .common import StatusReporter, add_session_options, run_service
+from .common import StatusReporter, add_session_options, run_service, session
 from .metrics import serving
 
 log = logging.getLogger("aiocoord.app")
@@ -157,9 +157,7 @@ async def _run(args: argparse.Namespace) -> None:
     commands = Commands(args.check_cmd, args.reload_cmd, args.cmd_timeout)
     out: Path = args.out
     async with (
-        aiocoord.Client(
-            args.zk, namespace=args.namespace, session_timeout=args.session_timeout
-        ) as zk,
+        session(args) as zk,
         serving(args, "app", zk) as metrics,
     ):
         store = aiocoord.ConfigStore(zk, args.path)

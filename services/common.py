@@ -36,6 +36,11 @@ def add_session_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def session(args: argparse.Namespace) -> aiocoord.Client:
+    """The client for the options of ``add_session_options`` (``async with session(args)``)."""
+    return aiocoord.Client(args.zk, namespace=args.namespace, session_timeout=args.session_timeout)
+
+
 def add_log_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--log-level",

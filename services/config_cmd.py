@@ -13,7 +13,7 @@ import anyio
 import aiocoord
 from aiocoord.transport import codec
 
-from .common import add_session_options, parse_address, read_data_argument
+from .common import add_session_options, parse_address, read_data_argument, session
 
 log = logging.getLogger("aiocoord.config")
 
@@ -96,9 +96,7 @@ def trigger_main(args: argparse.Namespace) -> int:
 
 
 async def _config(args: argparse.Namespace) -> int:
-    async with aiocoord.Client(
-        args.zk, namespace=args.namespace, session_timeout=args.session_timeout
-    ) as zk:
+    async with session(args) as zk:
         store = aiocoord.ConfigStore(zk, args.path)
         out = sys.stdout
         line: dict[str, object]

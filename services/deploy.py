@@ -27,7 +27,7 @@ import anyio
 import aiocoord
 from aiocoord.transport import codec
 
-from .common import StatusReporter, add_session_options, run_service
+from .common import StatusReporter, add_session_options, run_service, session
 from .metrics import serving
 
 log = logging.getLogger("aiocoord.deploy")
@@ -154,9 +154,7 @@ async def _run(args: argparse.Namespace) -> None:
     host_id = args.id or socket.gethostname()
     root: Path = args.root
     async with (
-        aiocoord.Client(
-            args.zk, namespace=args.namespace, session_timeout=args.session_timeout
-        ) as zk,
+        session(args) as zk,
         serving(args, "deploy", zk) as metrics,
     ):
         board = aiocoord.StatusBoard(zk, f"{args.node.rstrip('/')}-status")

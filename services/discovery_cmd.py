@@ -13,7 +13,7 @@ import anyio
 import aiocoord
 from aiocoord.transport import codec
 
-from .common import add_session_options, run_service
+from .common import add_session_options, run_service, session
 from .metrics import serving
 
 log = logging.getLogger("aiocoord.discovery")
@@ -79,9 +79,7 @@ async def _register(args: argparse.Namespace) -> None:
     check = aiocoord.parse_check(args.check) if args.check else None
     payload = codec.loads(args.payload, what="--payload") if args.payload else None
     async with (
-        aiocoord.Client(
-            args.zk, namespace=args.namespace, session_timeout=args.session_timeout
-        ) as zk,
+        session(args) as zk,
         serving(args, "register", zk) as metrics,
     ):
         registry = aiocoord.ServiceRegistry(zk, args.base)
@@ -110,9 +108,7 @@ def register_main(args: argparse.Namespace) -> int:
 
 async def _discover(args: argparse.Namespace) -> None:
     async with (
-        aiocoord.Client(
-            args.zk, namespace=args.namespace, session_timeout=args.session_timeout
-        ) as zk,
+        session(args) as zk,
         serving(args, "discover", zk) as metrics,
     ):
         registry = aiocoord.ServiceRegistry(zk, args.base)

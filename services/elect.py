@@ -22,7 +22,7 @@ import anyio
 
 import aiocoord
 
-from .common import add_session_options, run_service
+from .common import add_session_options, run_service, session
 from .metrics import leading, serving
 
 log = logging.getLogger("aiocoord.elect")
@@ -89,9 +89,7 @@ async def _stop(proc: asyncio.subprocess.Process, grace: float) -> None:
 async def _run(args: argparse.Namespace, cmd: list[str]) -> None:
     identity = args.identity or f"{os.uname().nodename}:{os.getpid()}"
     async with (
-        aiocoord.Client(
-            args.zk, namespace=args.namespace, session_timeout=args.session_timeout
-        ) as zk,
+        session(args) as zk,
         serving(args, "elect", zk) as metrics,
     ):
         election = aiocoord.Election(

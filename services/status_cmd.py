@@ -22,7 +22,7 @@ import aiocoord
 from aiocoord.transport import codec
 from aiocoord.transport.client import parse_hosts
 
-from .common import add_session_options
+from .common import add_session_options, session
 
 log = logging.getLogger("aiocoord.status")
 _CANDIDATE = re.compile(r"^(?!conf-|task-|error-)[^/]*\d{10}$")
@@ -114,9 +114,7 @@ async def _walk(zk: aiocoord.Client, limit: int) -> tuple[list[str], list[str], 
 
 async def collect(args: argparse.Namespace) -> dict[str, Any]:
     report: dict[str, Any] = {"ensemble": await _ensemble(args.zk)}
-    async with aiocoord.Client(
-        args.zk, namespace=args.namespace, session_timeout=args.session_timeout
-    ) as zk:
+    async with session(args) as zk:
         report["session"] = {
             "id": f"0x{zk.session_id:x}", "server": zk.connected_host,
             "timeout": zk.negotiated_timeout,

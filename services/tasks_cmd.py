@@ -16,7 +16,7 @@ import anyio
 import aiocoord
 from aiocoord.transport import codec
 
-from .common import add_session_options, read_data_argument, run_service
+from .common import add_session_options, read_data_argument, run_service, session
 from .metrics import counts, serving
 
 log = logging.getLogger("aiocoord.tasks")
@@ -96,13 +96,9 @@ def _add_root(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--root", default="/rpc", help="task tree root (default /rpc)")
 
 
-def _client(args: argparse.Namespace) -> aiocoord.Client:
-    return aiocoord.Client(args.zk, namespace=args.namespace, session_timeout=args.session_timeout)
-
-
 # -- dispatcher --------------------------------------------------------------------------------
 async def _dispatch(args: argparse.Namespace) -> None:
-    async with _client(args) as zk, serving(args, "dispatcher", zk) as metrics:
+    async with session(args) as zk, serving(args, "dispatcher", zk) as metrics:
         dispatcher = aiocoord.Dispatcher(
             zk, args.root, identity=args.identity, max_attempts=args.max_attempts,
             retention=args.retention,
@@ -162,7 +158,7 @@ def load_handler(spec: str) -> aiocoord.TaskHandler:
 
 
 async def _work(args: argparse.Namespace, handler: aiocoord.TaskHandler) -> None:
-    async with _client(args) as zk, serving(args, "worker", zk) as metrics:
+    async with session(args) as zk, serving(args, "worker", zk) as metrics:
         metrics.describe("aiocoord_task_seconds", "histogram", "handler run time per task")
 
         async def timed(task: aiocoord.Task) -> bytes:
@@ -199,7 +195,7 @@ def worker_main(args: argparse.Namespace) -> int:
 
 # -- submit / tasks ----------------------------------------------------------------------------
 async def _submit(args: argparse.Namespace, payload: bytes) -> int:
-    async with _client(args) as zk:
+    async with session(args) as zk:
         handle = await aiocoord.TaskQueue(zk, args.root).submit(payload)
         if not args.wait:
             print(handle.id)
@@ -233,7 +229,7 @@ def submit_main(args: argparse.Namespace) -> int:
 
 
 async def _tasks(args: argparse.Namespace) -> int:
-    async with _client(args) as zk:
+    async with session(args) as zk:
         queue = aiocoord.TaskQueue(zk, args.root)
         if args.task_ids:
             states: dict[str, Any] = {}
