@@ -455,9 +455,7 @@ class Dispatcher:
         self.max_attempts = max_attempts
         self.retention = retention
         self.batch = batch
-        #: set while this process is the active dispatcher
-        self.active = False
-        self._activated = anyio.Event()
+        self._activated = anyio.Event()  # set while active; a new one after each term
         #: what this dispatcher did (for logs, metrics and tests)
         self.counts: dict[str, int] = dict.fromkeys(
             ("terms", "assigned", "reassigned", "retried", "dead", "cleaned"), 0
@@ -470,6 +468,11 @@ class Dispatcher:
     @property
     def identity(self) -> str:
         return self._identity or f"{socket.gethostname()}:{os.getpid()}"
+
+    @property
+    def active(self) -> bool:
+        """Whether this process is the active dispatcher now."""
+        return self._activated.is_set()
 
     def queue_sizes(self) -> dict[str, int]:
         """What the active dispatcher holds now: pending, assigned (to live workers), deciding
@@ -542,7 +545,6 @@ class Dispatcher:
             try:
                 await self._lead()
             finally:
-                self.active = False
                 self._activated = anyio.Event()
                 with anyio.CancelScope(shield=True), anyio.move_on_after(5):
                     await self._resign()
@@ -632,7 +634,6 @@ class Dispatcher:
                 if stat is None or stat.ephemeral_owner != client.session_id:
                     return
                 self.counts["terms"] += 1
-                self.active = True
                 self._activated.set()
                 log.info("dispatcher %s: active (epoch %d)", self.identity, self._guard[1].version)
                 self._reset()
