@@ -9,6 +9,7 @@ import sys
 from collections.abc import Awaitable, Callable
 
 import aiocoord
+from aiocoord.transport import codec
 
 from .metrics import Metrics
 
@@ -71,6 +72,12 @@ def parse_address(text: str, default_host: str = "127.0.0.1") -> tuple[str, int]
     if not 0 <= port < 65536:
         raise ValueError(f"bad port in {text!r}")
     return host, port
+
+
+def print_json(value: object) -> None:
+    """One JSON line on stdout, flushed (for scripts reading as it comes)."""
+    sys.stdout.write(codec.dumps(value).decode() + "\n")
+    sys.stdout.flush()
 
 
 def read_data_argument(value: str) -> bytes:

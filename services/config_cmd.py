@@ -11,9 +11,8 @@ import time
 import anyio
 
 import aiocoord
-from aiocoord.transport import codec
 
-from .common import add_session_options, parse_address, read_data_argument, session
+from .common import add_session_options, parse_address, print_json, read_data_argument, session
 
 log = logging.getLogger("aiocoord.config")
 
@@ -98,7 +97,6 @@ def trigger_main(args: argparse.Namespace) -> int:
 async def _config(args: argparse.Namespace) -> int:
     async with session(args) as zk:
         store = aiocoord.ConfigStore(zk, args.path)
-        out = sys.stdout
         line: dict[str, object]
         if args.action == "publish":
             print(await store.publish(read_data_argument(args.data), key=args.key))
@@ -115,9 +113,9 @@ async def _config(args: argparse.Namespace) -> int:
                     "version": current.name,
                     "data": current.data.decode(errors="replace"),
                 }
-                out.write(codec.dumps(line).decode() + "\n")
+                print_json(line)
             else:
-                out.buffer.write(current.data)
+                sys.stdout.buffer.write(current.data)
         elif args.action == "history":
             for v in await store.history():
                 if args.json:
@@ -126,7 +124,7 @@ async def _config(args: argparse.Namespace) -> int:
                         "zxid": v.zxid,
                         "bytes": len(v.data),
                     }
-                    out.write(codec.dumps(line).decode() + "\n")
+                    print_json(line)
                 else:
                     print(f"{v.name}  zxid 0x{v.zxid:x}  {len(v.data)} bytes")
         elif args.action == "status":
@@ -143,7 +141,7 @@ async def _config(args: argparse.Namespace) -> int:
                         "applied_at": s.applied_at,
                         "current": s.version == newest,
                     }
-                    out.write(codec.dumps(line).decode() + "\n")
+                    print_json(line)
                 else:
                     age = time.time() - s.applied_at
                     mark = "ok " if s.ok else "ERR"

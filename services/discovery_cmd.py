@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from typing import Any
 
 import anyio
@@ -13,7 +12,7 @@ import anyio
 import aiocoord
 from aiocoord.transport import codec
 
-from .common import add_session_options, run_service, session
+from .common import add_session_options, print_json, run_service, session
 from .metrics import serving
 
 log = logging.getLogger("aiocoord.discovery")
@@ -70,11 +69,6 @@ def _instance_json(instance: aiocoord.ServiceInstance) -> dict[str, Any]:
     }
 
 
-def _print(value: dict[str, Any]) -> None:
-    sys.stdout.write(codec.dumps(value).decode() + "\n")
-    sys.stdout.flush()
-
-
 async def _register(args: argparse.Namespace) -> None:
     check = aiocoord.parse_check(args.check) if args.check else None
     payload = codec.loads(args.payload, what="--payload") if args.payload else None
@@ -114,7 +108,7 @@ async def _discover(args: argparse.Namespace) -> None:
         registry = aiocoord.ServiceRegistry(zk, args.base)
         if not args.watch:
             for instance in await registry.instances(args.service):
-                _print(_instance_json(instance))
+                print_json(_instance_json(instance))
             return
         async with registry.discovery(args.service) as cache:
             metrics.describe("aiocoord_instances", "gauge", "instances of the service known")
@@ -123,9 +117,9 @@ async def _discover(args: argparse.Namespace) -> None:
             ])  # fmt: skip
             changes = cache.changes()
             for instance in cache.instances():
-                _print(_instance_json(instance))
+                print_json(_instance_json(instance))
             async for event in changes:
-                _print({"event": event.kind, "instance": _instance_json(event.instance)})
+                print_json({"event": event.kind, "instance": _instance_json(event.instance)})
 
 
 def discover_main(args: argparse.Namespace) -> int:

@@ -19,10 +19,9 @@ from typing import Any
 import anyio
 
 import aiocoord
-from aiocoord.transport import codec
 from aiocoord.transport.client import parse_hosts
 
-from .common import add_session_options, session
+from .common import add_session_options, print_json, session
 
 log = logging.getLogger("aiocoord.status")
 _CANDIDATE = re.compile(r"^(?!conf-|task-|error-)[^/]*\d{10}$")
@@ -201,7 +200,7 @@ def render(report: dict[str, Any]) -> str:
 async def _status(args: argparse.Namespace) -> int:
     report = await collect(args)
     if args.json:
-        print(codec.dumps(report).decode())
+        print_json(report)
     else:
         print(render(report))
     down = [m for m in report["ensemble"] if not m["ok"]]

@@ -14,9 +14,8 @@ from typing import Any
 import anyio
 
 import aiocoord
-from aiocoord.transport import codec
 
-from .common import add_session_options, read_data_argument, run_service, session
+from .common import add_session_options, print_json, read_data_argument, run_service, session
 from .metrics import counts, serving
 
 log = logging.getLogger("aiocoord.tasks")
@@ -239,14 +238,14 @@ async def _tasks(args: argparse.Namespace) -> int:
                 except aiocoord.UnknownTask:
                     states[task_id] = None
             if args.json:
-                print(codec.dumps(states).decode())
+                print_json(states)
             else:
                 for task_id, state in states.items():
                     print(f"{task_id}  {state or 'unknown'}")
             return 0 if all(states.values()) else 1
         counts = {state.label: n for state, n in (await queue.counts()).items()}
         if args.json:
-            print(codec.dumps(counts).decode())
+            print_json(counts)
         else:
             for state, n in counts.items():
                 print(f"{state:<10} {n}")
