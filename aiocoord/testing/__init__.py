@@ -1,6 +1,7 @@
 """Test helpers over real ZooKeeper: launchers, fault injection, and a pytest plugin."""
 
 from .faults import TcpProxy, expire_session
+from .scripted import ScriptedServer, reply_frame
 from .zookeeper import (
     ZooKeeperEnsemble,
     ZooKeeperNotFound,
@@ -11,6 +12,7 @@ from .zookeeper import (
 )
 
 __all__ = [
+    "ScriptedServer",
     "TcpProxy",
     "ZooKeeperEnsemble",
     "ZooKeeperNotFound",
@@ -19,4 +21,5 @@ __all__ = [
     "find_classpath",
     "four_letter_word",
     "free_port",
+    "reply_frame",
 ]

@@ -2,7 +2,8 @@
 
 ``ZooKeeperServer`` runs one standalone server; ``ZooKeeperEnsemble`` runs N quorum members
 (QuorumPeerMain with myid files). Every process can be killed (SIGKILL), paused (SIGSTOP), resumed
-and restarted; readiness is read from the four-letter words ``ruok``/``srvr``, never from sleeps.
+and restarted, also with an emptied data directory (``restart(wipe=True)``: its zxid starts over);
+readiness is read from the four-letter words ``srvr``/``isro``, never from sleeps.
 """
 
 from __future__ import annotations
@@ -125,12 +126,15 @@ class _Process:
         client_port: int,
         myid: int | None = None,
         heap_mb: int = 256,
+        extra_jvm_args: Sequence[str] = (),
     ) -> None:
         self.workdir = workdir
         self.main_class = main_class
         self.client_port = client_port
         self.myid = myid
         self.heap_mb = heap_mb
+        #: more JVM arguments, placed after the defaults (a later ``-Dkey=`` wins)
+        self.extra_jvm_args = list(extra_jvm_args)
         self.data_dir = workdir / "data"
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.cfg = workdir / "zoo.cfg"
@@ -160,6 +164,7 @@ class _Process:
             "-Dzookeeper.4lw.commands.whitelist=*",
             f"-Dzookeeper.log.dir={self.workdir}",
             "-Dzookeeper.root.logger=INFO,CONSOLE",
+            *self.extra_jvm_args,
             "-cp",
             find_classpath(),
             self.main_class,
@@ -219,6 +224,55 @@ class _Process:
         self._signal(signal.SIGCONT)
         self.paused = False
 
+    def restart(self, *, wipe: bool = False) -> None:
+        """Kill (SIGKILL) and start again on the same ports (no wait for it to serve).
+
+        ``wipe=True`` empties the data directory in between (see ``wipe_data``).
+        """
+        self.kill()
+        if wipe:
+            self.wipe_data()
+        self.start()
+
+    def wipe_data(self) -> None:
+        """Empty the data directory of a stopped process: snapshots, transaction logs and epochs
+        go, a quorum member's ``myid`` stays. Started again, it has no znodes and its zxid starts
+        over (a lone member; one that rejoins a quorum is synced from the leader)."""
+        if self.running:
+            raise RuntimeError("wipe_data() needs a stopped process: kill() or restart(wipe=True)")
+        for entry in self.data_dir.iterdir():
+            if entry.name == "myid" and self.myid is not None:
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+
+    def isro(self) -> str | None:
+        """The ``isro`` four-letter word: ``"ro"`` (read-only server), ``"rw"``, ``"null"``
+        (no server running inside the JVM, e.g. during an election) or None if unreachable."""
+        if not self.running or self.paused:
+            return None
+        try:
+            return four_letter_word("127.0.0.1", self.client_port, "isro", timeout=1.0).strip()
+        except OSError:
+            return None
+
+    def wait_isro(self, want: str, timeout: float = 30.0) -> None:
+        """Wait until ``isro`` answers ``want`` (``"ro"`` or ``"rw"``); raise with the log tail."""
+        deadline = time.monotonic() + timeout
+        seen: str | None = None
+        while time.monotonic() < deadline:
+            if not self.running:
+                raise RuntimeError(f"{self.address} exited:\n{self.log_tail()}")
+            seen = self.isro()
+            if seen == want:
+                return
+            time.sleep(0.1)
+        raise TimeoutError(
+            f"{self.address}: isro is {seen!r}, not {want!r}, after {timeout}s:\n{self.log_tail()}"
+        )
+
     def log_tail(self, lines: int = 40) -> str:
         try:
             text = self.log_path.read_text(errors="replace")
@@ -242,6 +296,7 @@ class ZooKeeperServer:
         min_session_timeout_ms: int = 500,
         max_session_timeout_ms: int = 60000,
         max_client_connections: int = 0,
+        extra_jvm_args: Sequence[str] = (),
     ) -> None:
         self._own_dir = data_dir is None
         self.workdir = Path(data_dir or tempfile.mkdtemp(prefix="aiocoord-zk-"))
@@ -258,7 +313,11 @@ class ZooKeeperServer:
             "4lw.commands.whitelist": "*",
         }
         self._proc = _Process(
-            self.workdir, "org.apache.zookeeper.server.ZooKeeperServerMain", config, self.port
+            self.workdir,
+            "org.apache.zookeeper.server.ZooKeeperServerMain",
+            config,
+            self.port,
+            extra_jvm_args=extra_jvm_args,
         )
 
     @property
@@ -303,10 +362,12 @@ class ZooKeeperServer:
     def resume(self) -> None:
         self._proc.resume()
 
-    def restart(self, *, wait: bool = True, timeout: float = 60.0) -> None:
-        """Kill (SIGKILL) and start again on the same port and data."""
-        self._proc.kill()
-        self.start(wait=wait, timeout=timeout)
+    def restart(self, *, wait: bool = True, timeout: float = 60.0, wipe: bool = False) -> None:
+        """Kill (SIGKILL) and start again on the same port and data; ``wipe=True`` starts it on an
+        empty data directory instead: no znodes, no sessions, its zxid starts over from 0."""
+        self._proc.restart(wipe=wipe)
+        if wait:
+            self.wait_serving(timeout)
 
     def close(self) -> None:
         self._proc.kill()
@@ -338,7 +399,15 @@ class ZooKeeperEnsemble:
         min_session_timeout_ms: int = 500,
         max_session_timeout_ms: int = 60000,
         client_ports: Sequence[int] | None = None,
+        read_only_mode: bool = False,
+        extra_jvm_args: Sequence[str] = (),
     ) -> None:
+        """``read_only_mode=True``: a member cut off from the quorum serves read-only clients
+        (``-Dreadonlymode.enabled=true``); ``wait_read_only`` waits until one does. ZooKeeper 3.8
+        answers a read-only server's createSession with NOTREADONLY unless local sessions are on,
+        so this also sets ``localSessionsEnabled`` and ``localSessionsUpgradingEnabled``: a new
+        session is then local to its server until it creates an ephemeral node, and a local
+        session does not survive a move to another member."""
         if size < 1:
             raise ValueError("an ensemble needs at least one member")
         self._own_dir = data_dir is None
@@ -368,6 +437,11 @@ class ZooKeeperEnsemble:
                 "reconfigEnabled": "false",
                 "standaloneEnabled": "false",
                 "cnxTimeout": "1000",
+                **(
+                    {"localSessionsEnabled": "true", "localSessionsUpgradingEnabled": "true"}
+                    if read_only_mode
+                    else {}
+                ),
                 **servers,
             }
             self.members.append(
@@ -377,6 +451,10 @@ class ZooKeeperEnsemble:
                     config,
                     client_port,
                     myid=i + 1,
+                    extra_jvm_args=[
+                        *(["-Dreadonlymode.enabled=true"] if read_only_mode else []),
+                        *extra_jvm_args,
+                    ],
                 )
             )
 
@@ -435,6 +513,21 @@ class ZooKeeperEnsemble:
             f"ensemble {self.hosts} not serving after {timeout}s (modes {self.modes()}):\n"
             + self.members[0].log_tail()
         )
+
+    def wait_read_only(self, index: int, timeout: float = 30.0) -> None:
+        """Wait until member ``index`` serves read-only clients (``isro`` answers ``ro``); needs
+        ``read_only_mode=True`` and a member without a quorum."""
+        self.members[index].wait_isro("ro", timeout)
+
+    def restart(self, *, wipe: bool = False, wait: bool = True, timeout: float = 90.0) -> None:
+        """Kill every member and start them all again; ``wipe=True`` empties every data directory
+        first (``myid`` stays), so the ensemble comes back with no znodes and a new zxid history."""
+        for m in self.members:
+            m.kill()
+        for m in self.members:
+            m.restart(wipe=wipe)
+        if wait:
+            self.wait_serving(timeout)
 
     def close(self) -> None:
         for m in self.members:

@@ -1,8 +1,13 @@
 """One TCP connection to one ZooKeeper server: length-prefixed frames in, coalesced writes out.
 
-The connection knows frames, not sessions: the first frame is handed to ``handshake`` (a future),
-every later one to the owner's ``frame_received``. Writes issued in one turn of the event loop go
-out as one ``transport.write`` (one syscall), scheduled with a single ``call_soon``.
+The connection knows frames and its own requests in flight, not sessions. The first frame is the
+handshake's (``handshake``, a future); after ``activate`` each reply is matched to its request by
+xid here (the server answers in order) and handed to the owner with it, and every other frame
+(notifications, pings, auth) goes to the owner as it is. The in-flight table is the connection's
+alone: when the connection dies, it hands every request still in flight to the owner, once.
+
+Writes issued in one turn of the event loop go out as one ``transport.write`` (one syscall),
+scheduled with a single ``call_soon``.
 """
 
 from __future__ import annotations
@@ -13,19 +18,30 @@ import socket
 from typing import Any, Protocol, cast
 
 from .errors import ProtocolError
-from .jute import INT, REQUEST_HEAD
+from .jute import INT, REPLY_HEAD, REQUEST_HEAD
+from .requests import Request
 
 __all__ = ["MAX_FRAME", "Connection", "ConnectionOwner"]
 
 #: The largest frame accepted from a server (jute.maxbuffer defaults to 1 MiB; allow headroom
 #: for replies such as getChildren of a large node).
 MAX_FRAME = 64 * 1024 * 1024
+_XID_LIMIT = 0x7FFFFFFF
+_REPLY_HEAD_SIZE = REPLY_HEAD.size
+_UNPACK_HEAD = REPLY_HEAD.unpack_from
+_UNPACK_INT = INT.unpack_from
 
 
 class ConnectionOwner(Protocol):
-    def frame_received(self, conn: Connection, frame: bytes) -> None: ...
+    def reply_received(
+        self, conn: Connection, req: Request[Any], frame: bytes, zxid: int, err: int
+    ) -> None: ...
 
-    def connection_lost(self, conn: Connection, reason: str) -> None: ...
+    def frame_received(self, conn: Connection, xid: int, frame: bytes) -> None: ...
+
+    def connection_lost(
+        self, conn: Connection, reason: str, in_flight: list[Request[Any]]
+    ) -> None: ...
 
 
 class Connection(asyncio.Protocol):
@@ -34,6 +50,8 @@ class Connection(asyncio.Protocol):
         "_flush_scheduled",
         "_in",
         "_out",
+        "_pending",
+        "_xid",
         "active",
         "dead",
         "gone",
@@ -43,7 +61,6 @@ class Connection(asyncio.Protocol):
         "last_send",
         "loop",
         "owner",
-        "pending",
         "transport",
     )
 
@@ -53,9 +70,8 @@ class Connection(asyncio.Protocol):
         self.loop = loop
         self.transport: asyncio.Transport | None = None
         self.handshake: asyncio.Future[bytes] = loop.create_future()
-        #: requests in flight on this connection, by xid (replies come back in order); the
-        #: session owns what the values are
-        self.pending: dict[int, Any] = {}
+        self._pending: dict[int, Request[Any]] = {}
+        self._xid = 0
         self.active = False  # frames go to the owner only once it has taken the session
         self.dead = False
         #: set once the connection is dead, for whoever waits on it
@@ -65,6 +81,10 @@ class Connection(asyncio.Protocol):
         self._out = bytearray()
         self._flush_scheduled = False
         self.last_recv = self.last_send = loop.time()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._pending)
 
     # -- asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -82,7 +102,7 @@ class Connection(asyncio.Protocol):
         pos = 0
         end_of_data = len(buf)
         while end_of_data - pos >= 4 and not self.dead:
-            (size,) = INT.unpack_from(buf, pos)
+            (size,) = _UNPACK_INT(buf, pos)
             if size < 0 or size > MAX_FRAME:
                 self.fail(f"bad frame length {size} from {self.host}")
                 return
@@ -92,13 +112,28 @@ class Connection(asyncio.Protocol):
             frame = bytes(buf[pos + 4 : end])
             pos = end
             if self.active:
-                self.owner.frame_received(self, frame)
+                self._deliver(frame)
             elif not self.handshake.done():
                 self.handshake.set_result(frame)
             else:
                 self._early.append(frame)
         if pos:
             del buf[:pos]
+
+    def _deliver(self, frame: bytes) -> None:
+        if len(frame) < _REPLY_HEAD_SIZE:
+            self.fail(f"short frame of {len(frame)} bytes from {self.host}")
+            return
+        xid, zxid, err = _UNPACK_HEAD(frame, 0)
+        if xid > 0:
+            req = self._pending.pop(xid, None)
+            if req is None:
+                # its deadline ran out before the reply came; the zxid still counts
+                self.owner.frame_received(self, xid, frame)
+                return
+            self.owner.reply_received(self, req, frame, zxid, err)
+        else:
+            self.owner.frame_received(self, xid, frame)
 
     def eof_received(self) -> bool:
         return False  # close our side too; connection_lost follows
@@ -115,7 +150,28 @@ class Connection(asyncio.Protocol):
         for frame in early:
             if self.dead:
                 break
-            self.owner.frame_received(self, frame)
+            self._deliver(frame)
+
+    def send(self, req: Request[Any]) -> None:
+        """Send ``req`` under a new xid; its reply will be matched to it."""
+        xid = self._xid + 1
+        if xid >= _XID_LIMIT:
+            xid = 1
+        self._xid = req.xid = xid
+        self._pending[xid] = req
+        self.write_request(xid, req.opcode, req.body)
+
+    def expire(self, now: float) -> list[Request[Any]]:
+        """Take out the requests in flight whose deadline has passed."""
+        pending = self._pending
+        out = []
+        for xid in list(pending):
+            req = pending[xid]
+            if req.deadline > now:
+                break  # replies come in order; so do deadlines, nearly
+            del pending[xid]
+            out.append(req)
+        return out
 
     def write_request(self, xid: int, opcode: int, body: bytes | bytearray) -> None:
         out = self._out
@@ -161,4 +217,6 @@ class Connection(asyncio.Protocol):
             self.handshake.set_exception(ProtocolError(f"{self.host}: {reason}"))
             # retrieved or not, a failed handshake must not log "exception never retrieved"
             self.handshake.exception()
-        self.owner.connection_lost(self, reason)
+        in_flight = list(self._pending.values())
+        self._pending.clear()
+        self.owner.connection_lost(self, reason, in_flight)

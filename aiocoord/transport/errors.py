@@ -9,12 +9,16 @@
      ├── MultiFailed          a multi() was rolled back; ``.results`` holds a result or error per op
      └── ZooKeeperError       the server (or the session) answered with an error code: ``.code``
           ├── SystemZooKeeperError      codes -1 .. -99: ConnectionLoss, OperationTimeout, ...
-          └── ApiError                  codes -100 and below: NoNode, NodeExists, BadVersion, ...
+          └── ApiError                  codes -100 and below: NoNode, NodeExists, BadVersion,
+                                        AuthFailed, RequestTimeout (-122), ...
 
 One class per ZooKeeper error code, so ``except NoNode`` reads like the protocol. ``ConnectionLoss``
 is raised client-side too, for requests in flight when a connection dies: the session may live on,
 and the operation may or may not have been applied. ``SessionExpired`` is raised for requests of a
-session that is gone. ``RequestTimeout`` is raised when a request's deadline runs out.
+session that is gone. ``RequestTimeout`` is raised when a request's deadline runs out. Both
+``ConnectionLoss`` and ``RequestTimeout`` leave a write's outcome unknown (``retryable`` says the
+error is transient, not that a write may simply be sent again). ``AuthFailed`` ends a client whose
+credentials the server refused.
 """
 
 from __future__ import annotations
@@ -97,7 +101,10 @@ class ZooKeeperError(CoordError):
     """An error code from ZooKeeper. ``code`` is the protocol's number, ``path`` the znode."""
 
     code: int = 0
-    #: True when the same request may simply be sent again (the session is still alive).
+    #: True when the error is transient: the session may still be alive and trying again may
+    #: succeed. Not that the request may simply be sent again: a write that ended in
+    #: ConnectionLoss or RequestTimeout may have been applied, and a sequential create sent again
+    #: makes a second node (use ``create(..., protected=True)``).
     retryable: bool = False
 
     def __init__(self, message: str = "", path: str | None = None) -> None:
@@ -274,8 +281,9 @@ class NoWatcher(ApiError):
     code = -121
 
 
-class RequestTimeout(SystemZooKeeperError):
-    """The request's deadline ran out before the server answered."""
+class RequestTimeout(ApiError):
+    """The request's deadline ran out before the server answered (applied or not, as
+    ConnectionLoss)."""
 
     code = -122
     retryable = True

@@ -8,10 +8,12 @@ __all__ = ["Chroot", "join", "parent", "validate_path"]
 
 
 def _bad_char(c: str) -> bool:
-    # The same ranges as org.apache.zookeeper.common.PathUtils.validatePath.
+    # The same ranges as org.apache.zookeeper.common.PathUtils.validatePath, which checks UTF-16
+    # units: a character outside the Basic Multilingual Plane is a surrogate pair there (refused).
     o = ord(c)
     return (
-        o == 0
+        o > 0xFFFF
+        or o == 0
         or 0x01 <= o <= 0x1F
         or 0x7F <= o <= 0x9F
         or 0xD800 <= o <= 0xF8FF

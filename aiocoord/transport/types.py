@@ -129,16 +129,21 @@ class SessionState(enum.Enum):
     CONNECTED = "connected"  #: a new session is established
     SUSPENDED = "suspended"  #: the connection is lost; the session may still be alive
     RECONNECTED = "reconnected"  #: connected again, same session: re-check state
+    #: connected to a server cut off from its quorum (only with ``read_only=True``): reads are
+    #: served, writes fail with NotReadOnly; the client keeps looking for a read/write server
+    READ_ONLY = "read_only"
     LOST = "lost"  #: the session expired; everything it owned is gone: re-create
+    #: the server refused the client's credentials: terminal, the client does not reconnect
+    AUTH_FAILED = "auth_failed"
     CLOSED = "closed"  #: the client was closed
 
     @property
     def live(self) -> bool:
-        """Whether requests are served in this state (CONNECTED or RECONNECTED)."""
+        """Whether requests are served in this state (CONNECTED, RECONNECTED or READ_ONLY)."""
         return self in _LIVE_STATES
 
 
-_LIVE_STATES = frozenset((SessionState.CONNECTED, SessionState.RECONNECTED))
+_LIVE_STATES = frozenset((SessionState.CONNECTED, SessionState.RECONNECTED, SessionState.READ_ONLY))
 
 
 @dataclass(frozen=True, slots=True)

@@ -151,6 +151,8 @@ async def test_twenty_candidates_a_leader_kill_wakes_only_the_next(
         await settle(*(c.client for c in cs[1:]))
         assert cs[1].election._wakeups == 1
         assert [c.election._wakeups for c in cs[2:]] == [0] * 18
+        with anyio.fail_after(5):  # its body was cancelled at SUSPENDED; lead() then unwinds
+            await cs[0].ended.wait()
         assert sum(c.is_leading for c in cs) == 1
 
 
@@ -179,6 +181,8 @@ async def test_n_leaders_stay_n_through_kills(zk_server: ZooKeeperServer, namesp
             with anyio.fail_after(10):
                 for c in alive[:2]:
                     await c.leading.wait()
+                if victim.leading.is_set():  # cancelled at SUSPENDED; lead() then unwinds
+                    await victim.ended.wait()
             await settle(*(c.client for c in alive))
             assert [c for c in alive if c.is_leading] == alive[:2]
             assert sum(c.is_leading for c in cs) == 2  # the deposed ones do not lead

@@ -38,14 +38,19 @@ def test_sequential_prefix_may_end_in_slash() -> None:
 
 @pytest.mark.parametrize("path", BAD_PATHS, ids=repr)
 async def test_client_refuses_bad_paths_before_sending(zk: Client, path: str) -> None:
-    xid = zk._xid
+    def last_xid() -> int:
+        conn = zk._session._conn
+        assert conn is not None
+        return conn._xid
+
+    xid = last_xid()
     with pytest.raises(InvalidPath):
         await zk.create(path, b"x")
     with pytest.raises(InvalidPath):
         await zk.get(path)
     with pytest.raises(InvalidPath):
         await zk.multi([Op.create(path)])
-    assert zk._xid == xid, "a request was sent for an invalid path"
+    assert last_xid() == xid, "a request was sent for an invalid path"
 
 
 async def test_oversized_payload_is_refused_and_the_session_survives(zk: Client) -> None:
