@@ -199,6 +199,7 @@ class SessionMachine:
     def _lose(self, reason: str) -> Transition:
         old = self.session_id
         self.session_id, self.passwd, self.last_zxid = 0, _NO_PASSWD, 0
+        self.seen_rw = False  # the next session has seen no read/write server yet
         self.lost_deadline = None
         self.state = SessionState.LOST
         return Transition((SessionEvent(SessionState.LOST, old, None),), lost=reason)

@@ -18,6 +18,7 @@ BAD_PATHS = [
     "/del\x7f",
     "/private\ue000use",
     "/specials\ufff5",
+    "/astral\U0001f600plane",  # outside the BMP: a surrogate pair in Java's UTF-16
 ]
 
 

@@ -422,3 +422,31 @@ async def test_an_async_watcher_runs(zk: Client) -> None:
 def test_request_timeout_is_an_api_error() -> None:
     assert issubclass(RequestTimeout, ApiError)
     assert RequestTimeout.code == -122
+
+
+# -- 7. LOST once: a handshake in flight at the client-side LOST, answered "expired" --------------
+
+
+async def test_a_stale_expired_answer_neither_repeats_lost_nor_fails_new_requests(
+    proxy: TcpProxy, namespace: str
+) -> None:
+    async with (
+        Client(proxy.address, namespace=namespace, session_timeout=2, reconnect_delay=0) as zk,
+        zk.session_events() as feed,
+    ):
+        old = zk.session_id
+        proxy.stall()  # read timeout, then a reconnect whose handshake is held in the proxy
+        states = await wait_state(feed, SessionState.LOST, 6)
+        created = asyncio.ensure_future(zk.create("/after-lost", b"new"))  # for the next session
+        await anyio.sleep(0.5)  # the server expires the session meanwhile
+        proxy.resume()  # the held handshake of the old session is answered "expired"
+        states += await wait_state(feed, SessionState.CONNECTED, 10)
+        with anyio.fail_after(5):
+            assert await created == "/after-lost"
+        assert states.count(SessionState.LOST) == 1, states
+        assert zk.session_id not in (0, old)
+        # and no second LOST arrives afterwards
+        await zk.sync("/")
+        with anyio.move_on_after(0.5):
+            event = await feed.__anext__()
+            pytest.fail(f"unexpected session event {event}")

@@ -162,3 +162,12 @@ def test_closed_is_terminal() -> None:
     t = m.apply(Closed())
     assert [e.state for e in t.events] == [S.CLOSED] and t.terminal
     assert m.apply(Dropped("h:1", "EOF", last_recv=0.0)).events == ()
+
+
+def test_after_lost_a_read_only_session_is_not_presented_to_the_quorum() -> None:
+    m = SessionMachine(timeout=10)
+    connected(m, session_id=0x10)
+    m.apply(Dropped("h:1", "EOF", last_recv=0.0))
+    m.apply(Tick(100.0))  # LOST: the member left the quorum and forgot the session
+    m.apply(Established(0, 0x99, b"r" * 16, 6.0, True, "ro:1"))
+    assert m.state is S.READ_ONLY and m.connect_id == 0
