@@ -436,6 +436,9 @@ class Session:
                     )
                 )
                 frame = await conn.handshake
+                # a hang-up that came with the answer is reported by the loop's next callbacks:
+                # let them run, so a connection already dead is never installed
+                await asyncio.sleep(0)
             if conn.dead:
                 raise ProtocolError("the connection died during the handshake")
             timeout_ms, new_id, passwd, read_only = jute.decode_connected(frame)

@@ -10,8 +10,9 @@ from collections.abc import Iterator
 import anyio
 import pytest
 
-from aiocoord import Client, NotReadOnly, SessionState
+from aiocoord import Client, SessionState
 from aiocoord.testing import ZooKeeperEnsemble
+from aiocoord.transport.errors import NotReadOnly
 from tests.helpers import Recorder, wait_state
 
 pytestmark = pytest.mark.ensemble

@@ -320,18 +320,17 @@ async def test_every_address_of_a_name_is_tried(
 
 
 async def test_a_connection_dying_in_the_handshake_is_never_used() -> None:
-    async with ScriptedServer(close_after_handshake=True) as srv:
-        client = Client(srv.address, session_timeout=4, connect_timeout=1.5, request_timeout=1)
-        try:
-            await client.__aenter__()
-        except ConnectError:
-            return  # never installed: fine
-        try:
-            # installed only if it was alive then; a request must end, never hang
-            with anyio.fail_after(3), pytest.raises((ConnectionLoss, RequestTimeout)):
-                await client.get("/")
-        finally:
-            await client.aclose()
+    # every connection hangs up inside the handshake's answer: none may be reported live
+    async with ScriptedServer(die_inside_handshake=True) as srv:
+        client = Client(srv.address, session_timeout=4, connect_timeout=1.5, reconnect_delay=0)
+        async with client.session_events() as feed:
+            with anyio.fail_after(5), pytest.raises(ConnectError):
+                async with client:
+                    pytest.fail("a dead connection was installed")
+            with anyio.fail_after(1):
+                states = [event.state async for event in feed]  # closed with the client
+        assert not any(state.live for state in states), states
+        assert srv.connections >= 2  # it kept trying, with other connections
 
 
 async def test_an_undecodable_reply_fails_its_request_and_drops_the_connection() -> None:
