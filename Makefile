@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: setup system-deps venv test lint demo bench clean
+.PHONY: setup system-deps venv test lint demo bench mutate clean
 
 setup: system-deps venv
 
@@ -34,6 +34,10 @@ demo: setup
 
 bench: setup
 	$(PY) -m bench
+
+# curated mutations of the session layer, each must be killed by a test (slow: not in CI)
+mutate: setup
+	PYTHON=$(PY) $(PY) scripts/mutate.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

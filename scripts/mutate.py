@@ -1,0 +1,266 @@
+#!/usr/bin/env python3
+# ruff: noqa: E501 - the mutations quote whole lines of code and test ids
+"""`make mutate`: the curated mutations of the session layer (issue 12), one at a time, in a scratch
+copy of the tree; each must make the tests named beside it fail (KILLED). Not part of CI (slow)."""
+
+from __future__ import annotations
+
+#: (name, file, code, mutated code, tests that must fail)
+T = "tests/transport/"
+M = [
+    (
+        "auth refusal ignored",
+        "aiocoord/transport/session.py",
+        "        error = error_for_code(err)\n        if call.future is not None:",
+        "        error = error_for_code(err)\n        if call.future is None:\n            return\n        if call.future is not None:",
+        [
+            T
+            + "test_session_rules.py::test_refused_credentials_fail_the_connect_without_a_reconnect_loop",
+            T + "test_session_rules.py::test_a_refusal_on_reconnect_is_terminal",
+        ],
+    ),
+    (
+        "no reconnect delay",
+        "aiocoord/transport/session.py",
+        "delay = random.uniform(0, self.reconnect_delay)",
+        "delay = 0.0",
+        [
+            T
+            + "test_session_rules.py::test_clients_of_a_dropped_server_reconnect_spread_over_the_delay"
+        ],
+    ),
+    (
+        "no backoff",
+        "aiocoord/transport/session.py",
+        "backoff = min(backoff * 2, _MAX_BACKOFF)",
+        "backoff = _FIRST_BACKOFF",
+        [T + "test_session_rules.py::test_backoff_while_every_host_fails"],
+    ),
+    (
+        "zxid kept after LOST",
+        "aiocoord/transport/state.py",
+        "self.session_id, self.passwd, self.last_zxid = 0, _NO_PASSWD, 0",
+        "self.session_id, self.passwd = 0, _NO_PASSWD",
+        [
+            T + "test_session_rules.py::test_a_server_rebuilt_with_older_data_gets_a_new_session",
+            T + "test_state.py",
+        ],
+    ),
+    (
+        "in-flight ignored while closing",
+        "aiocoord/transport/session.py",
+        "        loop = self._loop\n        assert loop is not None\n        if conn is not self._conn:",
+        "        loop = self._loop\n        assert loop is not None\n        if self._closing:\n            return\n        if conn is not self._conn:",
+        [
+            T
+            + "test_session_rules.py::test_close_ends_every_request_when_the_connection_dies_meanwhile"
+        ],
+    ),
+    (
+        "failed enter not closed",
+        "aiocoord/transport/client.py",
+        "            await self._session.close()  # a failed enter leaves no session behind\n",
+        "            pass\n",
+        [T + "test_session_rules.py::test_a_failed_enter_leaves_no_session"],
+    ),
+    (
+        "namespace created level by level",
+        "aiocoord/transport/client.py",
+        "            if await self._session.submit(Exists(node, node, None, False)) is not None:\n                break",
+        "            if await self._session.submit(Exists(node, node, None, False)) is not None:\n                pass",
+        [T + "test_session_rules.py::test_an_existing_namespace_under_a_restricted_parent_is_used"],
+    ),
+    (
+        "stale expired answer applied",
+        "aiocoord/transport/state.py",
+        "                if sent_id != self.connect_id or self.session_id == 0:",
+        "                if False:",
+        [
+            T
+            + "test_session_rules.py::test_a_stale_expired_answer_neither_repeats_lost_nor_fails_new_requests",
+            T + "test_state.py",
+        ],
+    ),
+    (
+        "handshake bounded by the requested timeout",
+        "aiocoord/transport/session.py",
+        "attempt_timeout = max(0.1, machine.timeout / max(1, len(self.hosts)))",
+        "attempt_timeout = max(0.1, self.requested_timeout / max(1, len(self.hosts)))",
+        [
+            T
+            + "test_session_rules.py::test_a_black_holed_member_does_not_outlast_the_negotiated_timeout"
+        ],
+    ),
+    (
+        "first address only",
+        "aiocoord/transport/hosts.py",
+        "found = [Address(name, port, ip) for ip in dict.fromkeys(ips)]",
+        "found = [Address(name, port, ip) for ip in dict.fromkeys(ips)][:1]",
+        [T + "test_session_rules.py::test_every_address_of_a_name_is_tried"],
+    ),
+    (
+        "undecodable reply keeps the connection",
+        "aiocoord/transport/session.py",
+        '            conn.fail(f"undecodable reply from {conn.host}")\n',
+        "",
+        [
+            T
+            + "test_session_rules.py::test_an_undecodable_reply_fails_its_request_and_drops_the_connection"
+        ],
+    ),
+    (
+        "reads in flight ignored by removal",
+        "aiocoord/transport/watches.py",
+        "        return path in self._reg[kind] or self._arming[kind, path] > 0",
+        "        return path in self._reg[kind]",
+        [
+            T
+            + "test_session_rules.py::test_removing_a_watcher_keeps_the_server_watch_a_read_in_flight_needs"
+        ],
+    ),
+    (
+        "LOST counted from the notice",
+        "aiocoord/transport/state.py",
+        "self.lost_deadline = last_recv + self.timeout",
+        "self.lost_deadline = last_recv + self.timeout * 5 / 3",
+        [
+            T + "test_session_rules.py::test_lost_is_reported_within_the_timeout_of_the_last_frame",
+            T + "test_state.py",
+        ],
+    ),
+    (
+        "astral paths pass",
+        "aiocoord/transport/paths.py",
+        "        o > 0xFFFF\n        or o == 0",
+        "        o == 0",
+        [T + "test_input_validation.py"],
+    ),
+    (
+        "async watchers dropped",
+        "aiocoord/transport/session.py",
+        "        if inspect.isawaitable(result):",
+        "        if False:",
+        [T + "test_session_rules.py::test_an_async_watcher_runs"],
+    ),
+    (
+        "one-shot watch set under a persistent one",
+        "aiocoord/transport/session.py",
+        "        return not self.watches.covered(kind, path)",
+        "        return True",
+        [T + "test_watch_rules.py"],
+    ),
+    (
+        "covered one-shot removed on the server",
+        "aiocoord/transport/watches.py",
+        "            if self.covered(kind, path):\n                return False",
+        "            if False:\n                return False",
+        [T + "test_watch_rules.py"],
+    ),
+    (
+        "persistent removal never falls back to ANY",
+        "aiocoord/transport/client.py",
+        "                    await self._remove_server_watch(server_path, path, ANY_WATCH)",
+        "                    pass",
+        [T + "test_watch_rules.py", T + "test_wire_rules.py"],
+    ),
+    (
+        "no pings",
+        "aiocoord/transport/session.py",
+        '                conn.write_request(XID.PING, OP.PING, b"")',
+        "                pass",
+        [T + "test_wire_rules.py"],
+    ),
+    (
+        "request limit off by one",
+        "aiocoord/transport/requests.py",
+        "    if len(body) + 8 > MAX_PACKET:",
+        "    if len(body) + 7 > MAX_PACKET:",
+        [T + "test_wire_rules.py"],
+    ),
+    (
+        "SetWatches not chunked",
+        "aiocoord/transport/session.py",
+        "_SET_WATCHES_CHUNK: Final = 128 * 1024",
+        "_SET_WATCHES_CHUNK: Final = 1 << 40",
+        [T + "test_wire_rules.py"],
+    ),
+    (
+        "remove_watch only local",
+        "aiocoord/transport/client.py",
+        "        for wtype in sorted({kind.server_type for kind in kinds}):",
+        "        for wtype in sorted({kind.server_type for kind in kinds} if False else ()):",
+        [T + "test_wire_rules.py"],
+    ),
+    (
+        "replies matched to the wrong request",
+        "aiocoord/transport/connection.py",
+        "            req = self._pending.pop(xid, None)",
+        "            req = self._pending.popitem()[1] if self._pending else None",
+        [T + "test_wire_rules.py"],
+    ),
+    (
+        "writes in flight retried like reads",
+        "aiocoord/transport/session.py",
+        "            if req.idempotent and req.deadline > now:",
+        "            if req.deadline > now:",
+        [T + "test_session_faults.py"],
+    ),
+    (
+        "watches restored to a new session after LOST",
+        "aiocoord/transport/session.py",
+        "            self._end_watches(KeeperState.EXPIRED)\n",
+        "",
+        [T + "test_watches.py", T + "test_session_faults.py"],
+    ),
+]
+
+
+def main() -> int:
+    import os
+    import pathlib
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+
+    top = pathlib.Path(__file__).resolve().parent.parent
+    python = os.environ.get("PYTHON", str(top / ".venv/bin/python"))
+    only = sys.argv[1:]
+    survivors = 0
+    with tempfile.TemporaryDirectory(prefix="aiocoord-mutate-") as tmp:
+        work = pathlib.Path(tmp) / "tree"
+        shutil.copytree(top, work, ignore=shutil.ignore_patterns(".venv", ".git", "__pycache__"))
+        env = {**os.environ, "PYTHONPATH": str(work)}
+        for name, path, old, new, tests in M:
+            if only and not any(o in name for o in only):
+                continue
+            target = work / path
+            src = target.read_text()
+            if src.count(old) != 1:
+                print(f"STALE    {name}: the code to mutate is not found once in {path}")
+                survivors += 1
+                continue
+            target.write_text(src.replace(old, new))
+            try:
+                run = subprocess.run(
+                    [python, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests],
+                    cwd=work,
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    timeout=900,
+                )
+            finally:
+                target.write_text(src)
+            failed = [line for line in run.stdout.splitlines() if line.startswith("FAILED")]
+            if run.returncode:
+                print(f"KILLED   {name}: {failed[0] if failed else 'tests failed'}", flush=True)
+            else:
+                survivors += 1
+                print(f"SURVIVED {name}", flush=True)
+    print(f"{survivors} survived")
+    return 1 if survivors else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
