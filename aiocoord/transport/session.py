@@ -72,6 +72,7 @@ _MAX_BACKOFF: Final = 2.0
 #: how often a read-only session looks for a read/write server, at first and at most
 _RW_PROBE_FIRST: Final = 0.1
 _RW_PROBE_MAX: Final = 60.0
+_ONE_SHOT_KINDS: Final = (WatchKind.DATA, WatchKind.EXIST, WatchKind.CHILD)
 _KIND_ORDER: Final = (
     WatchKind.DATA,
     WatchKind.EXIST,
@@ -232,6 +233,11 @@ class Session:
             return
         self._closing = True
         self._error = ClientClosed("the client is closed")
+        if self._loop is None:  # never opened: nothing runs, nothing to announce
+            self.machine.apply(Closed())
+            for feed in self._feeds:
+                feed._close()
+            return
         with anyio.CancelScope(shield=True):
             conn = self._conn
             session_id = self.machine.session_id
@@ -455,8 +461,13 @@ class Session:
             raise
         if timeout_ms <= 0:
             conn.fail("session expired")
+            expired = machine.apply(Expired(sent_id, "the server says the session expired"))
+            if expired.lost is None:
+                # not about our session (a new one cannot have expired): a failed attempt
+                self._last_errors[address.label] = "answered 'expired' to a new session"
+                return None
             log.warning("session 0x%x expired (the server says so on reconnect)", sent_id)
-            self._execute(machine.apply(Expired(sent_id, "the server says the session expired")))
+            self._execute(expired)
             return _EXPIRED
         transition = machine.apply(
             Established(sent_id, new_id, passwd, timeout_ms / 1000, read_only, address.endpoint)
@@ -477,7 +488,6 @@ class Session:
             self._lose(transition.lost)
         self._conn = conn
         self._auth_calls = deque()
-        conn.activate()
         for entry in self._auth:
             self._auth_calls.append(_AuthCall(entry, None))
             conn.write_request(XID.AUTH, OP.AUTH, auth_body(*entry))
@@ -487,11 +497,21 @@ class Session:
         backlog, self._backlog = self._backlog, deque()
         for req in backlog:
             assert req.future is not None
-            if req.future.done():
+            if req.future.done() and not self._still_needed(req):
                 self._finish(req, exc=_GIVEN_UP)  # the caller gave up: only the bookkeeping
             else:
                 conn.send(req)
         self._execute(Transition(transition.events))
+        # last: frames that came right behind the handshake may kill the connection, which then
+        # goes through connection_lost like any other (reads queued again, writes failed)
+        conn.activate()
+
+    def _still_needed(self, req: Request[Any]) -> bool:
+        """A given-up AddWatch is sent all the same when one-shot watches on its path rely on it
+        (they were registered without a server watch of their own)."""
+        return isinstance(req, AddWatch) and any(
+            self.watches.has(kind, req.path or "/") for kind in _ONE_SHOT_KINDS
+        )
 
     async def _serve(self, conn: Connection) -> bool:
         """Until the connection dies: True when it was left for a read/write server."""
