@@ -102,17 +102,6 @@ def _buffer(data: bytes | None) -> bytes:
     return INT.pack(len(data)) + bytes(data)
 
 
-def _read_buffer(frame: bytes, pos: int) -> tuple[bytes, int]:
-    (n,) = _INT_UNPACK(frame, pos)
-    pos += 4
-    if n < 0:
-        return b"", pos
-    end = pos + n
-    if end > len(frame):
-        raise ProtocolError("buffer runs past the end of the frame")
-    return frame[pos:end], end
-
-
 def _read_stat(frame: bytes, pos: int) -> ZnodeStat:
     return _STAT_MAKE(_STAT_UNPACK(frame, pos))
 
@@ -197,7 +186,7 @@ class GetData(_WatchingRead[tuple[bytes, ZnodeStat]]):
     watch_kind = WatchKind.DATA
 
     def decode(self, frame: bytes, pos: int) -> tuple[bytes, ZnodeStat]:
-        data, pos = _read_buffer(frame, pos)
+        data, pos = jute.buffer.read(frame, pos)
         return data, _read_stat(frame, pos)
 
 

@@ -5,19 +5,10 @@ queued, the AddWatch is never sent, and the one-shot watch must still fire."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-
-import pytest
 
 from aiocoord import Client, SessionState
-from aiocoord.testing import TcpProxy, ZooKeeperServer
+from aiocoord.testing import TcpProxy
 from tests.helpers import Recorder, wait_state
-
-
-@pytest.fixture
-def proxy(zk_server: ZooKeeperServer) -> Iterator[TcpProxy]:
-    with TcpProxy.to(zk_server.hosts) as p:
-        yield p
 
 
 async def test_one_shot_watch_fires_when_covering_add_watch_was_given_up(

@@ -10,7 +10,6 @@ import logging
 import socket
 import struct
 import time
-from collections.abc import Iterator
 from contextlib import AsyncExitStack
 
 import anyio
@@ -47,12 +46,6 @@ from aiocoord.transport import hosts as hosts_module
 from tests.helpers import Recorder, wait_state
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
-
-
-@pytest.fixture
-def proxy(zk_server: ZooKeeperServer) -> Iterator[TcpProxy]:
-    with TcpProxy.to(zk_server.hosts) as p:
-        yield p
 
 
 def _sessions_on(server: ZooKeeperServer) -> str:

@@ -3,20 +3,12 @@ expiry (restored from the true last zxid: nothing missed, nothing spurious; ende
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import anyio
 import pytest
 
 from aiocoord import Client, EventType, KeeperState, NoWatcher, SessionState, WatchMode
 from aiocoord.testing import TcpProxy, ZooKeeperServer, expire_session
 from tests.helpers import Recorder, wait_state
-
-
-@pytest.fixture
-def proxy(zk_server: ZooKeeperServer) -> Iterator[TcpProxy]:
-    with TcpProxy.to(zk_server.hosts) as p:
-        yield p
 
 
 async def settle(client: Client) -> None:
