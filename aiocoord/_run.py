@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import anyio
+import anyio.abc
 
 __all__ = ["run"]
 
@@ -19,28 +20,35 @@ def run(main: Callable[..., Awaitable[T]], *args: Any, use_uvloop: bool = True) 
     """Run ``main(*args)`` to completion on a new event loop and return its result.
 
     SIGTERM and SIGINT cancel ``main``: its ``async with`` blocks exit (resign, deregister, close
-    the session) and ``run`` returns None. uvloop is used when installed and ``use_uvloop``.
+    the session) and ``run`` returns None. An exception of ``main`` is raised as it is (not
+    wrapped in an exception group), so ``except aiocoord.ConnectError`` around ``run`` works.
+    uvloop is used when installed and ``use_uvloop``.
     """
     stopped: list[int] = []
 
     async def guarded() -> T | None:
         result: list[T] = []
-        async with anyio.create_task_group() as tg:
 
-            async def on_signal() -> None:
-                with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-                    async for signum in signals:
-                        log.info("%s received: shutting down", signal.Signals(signum).name)
-                        stopped.append(signum)
-                        tg.cancel_scope.cancel()
-                        return
+        async def on_signal(tg: anyio.abc.TaskGroup) -> None:
+            with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                async for signum in signals:
+                    log.info("%s received: shutting down", signal.Signals(signum).name)
+                    stopped.append(signum)
+                    tg.cancel_scope.cancel()
+                    return
 
-            async def body() -> None:
-                result.append(await main(*args))
-                tg.cancel_scope.cancel()
+        async def body(tg: anyio.abc.TaskGroup) -> None:
+            result.append(await main(*args))
+            tg.cancel_scope.cancel()
 
-            tg.start_soon(on_signal)
-            tg.start_soon(body)
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(on_signal, tg)
+                tg.start_soon(body, tg)
+        except BaseExceptionGroup as group:
+            if len(group.exceptions) == 1:  # main's own (on_signal does not raise)
+                raise group.exceptions[0] from None
+            raise  # pragma: no cover
         return result[0] if result else None
 
     backend_options: dict[str, Any] = {}

@@ -1,12 +1,16 @@
 #!/usr/bin/env python3
 # ruff: noqa: E501 - the mutations quote whole lines of code and test ids
-"""`make mutate`: the curated mutations of the session layer (issue 12), one at a time, in a scratch
-copy of the tree; each must make the tests named beside it fail (KILLED). Not part of CI (slow)."""
+"""`make mutate`: the curated mutations of the guarantee code (the session layer, the recipes'
+protected creates, the CLI), one at a time, in a scratch copy of the tree; each must make the
+tests named beside it fail (KILLED). Not part of CI (slow). Arguments: run only the mutations
+whose name contains one of them."""
 
 from __future__ import annotations
 
 #: (name, file, code, mutated code, tests that must fail)
 T = "tests/transport/"
+R = "tests/recipes/"
+S = "tests/services/"
 M = [
     (
         "auth refusal ignored",
@@ -211,6 +215,65 @@ M = [
         "            self._end_watches(KeeperState.EXPIRED)\n",
         "",
         [T + "test_watches.py", T + "test_session_faults.py"],
+    ),
+    (
+        "publish not retried after a lost reply",
+        "aiocoord/recipes/config.py",
+        "                unknown = True\n                await client.wait_connected()",
+        "                raise",
+        [R + "test_protected_creates.py::test_publish_with_a_lost_reply_makes_one_version"],
+    ),
+    (
+        "publish retried without its key node",
+        "aiocoord/recipes/config.py",
+        "            Op.create(key_node),\n            Op.create(f\"{self.path}/{PREFIX}\"",
+        "            Op.check(self.path),\n            Op.create(f\"{self.path}/{PREFIX}\"",
+        [R + "test_protected_creates.py::test_publish_with_a_lost_reply_makes_one_version"],
+    ),
+    (
+        "submit retried blindly after a lost reply",
+        "aiocoord/recipes/tasks.py",
+        "                found = await self._submitted(marker, session, exc)",
+        "                found = None",
+        [R + "test_protected_creates.py::test_submit_with_a_lost_reply_queues_one_task"],
+    ),
+    (
+        "submit finds the wrong task",
+        "aiocoord/recipes/tasks.py",
+        "                    elif stat.czxid < czxid:",
+        "                    elif stat.czxid > czxid:",
+        [R + "test_protected_creates.py::test_submit_with_a_lost_reply_finds_its_task_among_others"],
+    ),
+    (
+        "submit outcome claimed after a lost session",
+        "aiocoord/recipes/tasks.py",
+        "            if client.session_id != session:\n                raise ConnectionLoss(",
+        "            if False:\n                raise ConnectionLoss(",
+        [
+            R
+            + "test_protected_creates.py::test_submit_whose_session_was_lost_meanwhile_says_the_outcome_is_unknown"
+        ],
+    ),
+    (
+        "election candidate not adopted after a lost reply",
+        "aiocoord/recipes/election.py",
+        "ours = await client.get_ephemerals(base) if client.session_id == session else []",
+        "ours = []",
+        [R + "test_protected_creates.py::test_candidate_whose_reply_was_lost_is_adopted_not_doubled"],
+    ),
+    (
+        "CLI submit waits forever",
+        "services/tasks_cmd.py",
+        "            with anyio.fail_after(write_deadline(args)):",
+        "            with anyio.fail_after(None):",
+        [S + "test_config_services.py::test_one_shot_writes_give_up_after_twice_the_session_timeout"],
+    ),
+    (
+        "run() wraps main's exception in a group",
+        "aiocoord/_run.py",
+        "                raise group.exceptions[0] from None",
+        "                raise",
+        ["tests/test_run.py::test_run_raises_mains_exception_unwrapped"],
     ),
 ]
 

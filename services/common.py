@@ -42,6 +42,12 @@ def session(args: argparse.Namespace) -> aiocoord.Client:
     return aiocoord.Client(args.zk, namespace=args.namespace, session_timeout=args.session_timeout)
 
 
+def write_deadline(args: argparse.Namespace) -> float:
+    """How long a one-shot command's write (publish, rollback, submit) waits through a
+    disconnection before it gives up with its outcome unknown: twice the session timeout."""
+    return 2 * float(args.session_timeout)
+
+
 def add_log_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--log-level",

@@ -12,7 +12,14 @@ import anyio
 
 import aiocoord
 
-from .common import add_session_options, parse_address, print_json, read_data_argument, session
+from .common import (
+    add_session_options,
+    parse_address,
+    print_json,
+    read_data_argument,
+    session,
+    write_deadline,
+)
 
 log = logging.getLogger("aiocoord.config")
 
@@ -98,11 +105,22 @@ async def _config(args: argparse.Namespace) -> int:
     async with session(args) as zk:
         store = aiocoord.ConfigStore(zk, args.path)
         line: dict[str, object]
-        if args.action == "publish":
-            print(await store.publish(read_data_argument(args.data), key=args.key))
-        elif args.action == "rollback":
-            version = int(args.version) if args.version.isdigit() else args.version
-            print(await store.rollback(version))
+        if args.action in ("publish", "rollback"):
+            data = read_data_argument(args.data) if args.action == "publish" else b""
+            try:
+                with anyio.fail_after(write_deadline(args)):
+                    if args.action == "publish":
+                        name = await store.publish(data, key=args.key)
+                    else:
+                        version = int(args.version) if args.version.isdigit() else args.version
+                        name = await store.rollback(version)
+            except TimeoutError:
+                again = "publish again with the same --key" if args.key else "check `history`"
+                print(f"aiocoord config {args.action}: error: ZooKeeper did not answer within "
+                      f"{write_deadline(args):g}s: the {args.action} may or may not have been "
+                      f"applied ({again})", file=sys.stderr)  # fmt: skip
+                return 1
+            print(name)
         elif args.action == "current":
             current = await store.current()
             if current is None:

@@ -15,7 +15,14 @@ import anyio
 
 import aiocoord
 
-from .common import add_session_options, print_json, read_data_argument, run_service, session
+from .common import (
+    add_session_options,
+    print_json,
+    read_data_argument,
+    run_service,
+    session,
+    write_deadline,
+)
 from .metrics import counts, serving
 
 log = logging.getLogger("aiocoord.tasks")
@@ -195,7 +202,13 @@ def worker_main(args: argparse.Namespace) -> int:
 # -- submit / tasks ----------------------------------------------------------------------------
 async def _submit(args: argparse.Namespace, payload: bytes) -> int:
     async with session(args) as zk:
-        handle = await aiocoord.TaskQueue(zk, args.root).submit(payload)
+        try:
+            with anyio.fail_after(write_deadline(args)):
+                handle = await aiocoord.TaskQueue(zk, args.root).submit(payload)
+        except TimeoutError:
+            log.error("ZooKeeper did not answer within %gs: the task may or may not be queued "
+                      "(see `aiocoord tasks`)", write_deadline(args))  # fmt: skip
+            return 1
         if not args.wait:
             print(handle.id)
             return 0

@@ -62,3 +62,17 @@ def test_run_returns_the_result() -> None:
 
     assert aiocoord.run(main, 21) == 42
     assert aiocoord.run(main, 1, use_uvloop=False) == 2
+
+
+def test_run_raises_mains_exception_unwrapped() -> None:
+    """``except aiocoord.ConnectError`` around ``run`` catches an unreachable ZooKeeper (not an
+    exception group holding it)."""
+    import aiocoord
+    from aiocoord.testing import free_port
+
+    async def main() -> None:
+        async with aiocoord.Client(f"127.0.0.1:{free_port()}", session_timeout=1):
+            pass
+
+    with pytest.raises(aiocoord.ConnectError):
+        aiocoord.run(main)

@@ -3,7 +3,8 @@
 Znode layout (shared with kazoo/zkpython scripts)::
 
     <path>/conf-<10 digits>       PERSISTENT_SEQUENTIAL, data = the raw config bytes
-    <path>-keys/<sha256(key)>     PERSISTENT, idempotency keys of recent publishes (data: version)
+    <path>-keys/<sha256(key)>     PERSISTENT, one per publish (of its key, or of a random one), made
+                                  in the publish's multi(); data: the version, when a key was given
     <path>-status/<host-id>       EPHEMERAL, JSON {version, ok, error, applied_at}
 
 The history path holds only ``conf-`` children: older scripts take the largest child name as the
@@ -26,11 +27,13 @@ Cancellation: leaving ``watch()`` removes the feed's watches and listener.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import logging
 import re
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Self
@@ -41,14 +44,17 @@ from ..transport import codec
 from ..transport.client import Client
 from ..transport.errors import (
     ClientClosed,
+    ConnectionLoss,
     CoordError,
     MultiFailed,
     NodeExists,
     NoNode,
+    RequestTimeout,
 )
 from ..transport.paths import validate_path
-from ..transport.types import Op, SessionEvent, SessionState, WatchEvent
+from ..transport.types import Op, SessionEvent, SessionState, WatchEvent, ZnodeStat
 from ._session import RETRYABLE
+from .election import LeadershipLost
 
 if TYPE_CHECKING:
     from .election import Term
@@ -95,6 +101,10 @@ def _version_name(version: int | str) -> str:
     if not _CONF.match(version):
         raise ValueError(f"not a version name: {version!r} (expected conf-<10 digits>)")
     return version
+
+
+def _key_node(keys: str, key: str) -> str:
+    return f"{keys}/{hashlib.sha256(key.encode()).hexdigest()[:40]}"
 
 
 def _newest(names: Sequence[str]) -> str | None:
@@ -198,31 +208,61 @@ class ConfigStore:
         ``key``: an idempotency key: publishing twice with one key makes one version (the
         second call returns the first's name), so a publish whose reply was lost can be retried.
         ``term``: publish only while this leadership term holds (``LeadershipLost`` otherwise).
+
+        A lost reply never makes two versions: every publish creates its key node
+        (``<path>-keys/<sha256>``: of ``key``, or of a random one) in the same multi() as the
+        version, and when the outcome is unknown (``ConnectionLoss``, ``RequestTimeout``) the same
+        multi() is sent again once the session serves (a new session too: the key node is
+        persistent). It publishes (the first try was not applied) or finds the key (it was: that
+        version's name is returned). So this call waits through a disconnection: bound it with
+        ``anyio.fail_after``. The cost: one more create in the same transaction, and the key
+        nodes pruned with the versions.
         """
         if not isinstance(data, bytes | bytearray):
             raise TypeError(f"config data must be bytes, not {type(data).__name__}")
-        ops = [Op.create(f"{self.path}/{PREFIX}", bytes(data), sequential=True)]
-        key_node = None
-        if key is not None:
-            key_node = f"{self._keys}/{hashlib.sha256(key.encode()).hexdigest()[:40]}"
-            ops.insert(0, Op.create(key_node))
-        for attempt in range(2):
+        labelled = key is not None  # a caller's key is labelled with its version, for later
+        key_node = _key_node(self._keys, key if key is not None else uuid.uuid4().hex)
+        ops = [
+            Op.create(key_node),
+            Op.create(f"{self.path}/{PREFIX}", bytes(data), sequential=True),
+        ]
+        client = self._client
+        made_paths = unknown = False
+        while True:
             try:
-                results = await (term.guard(ops) if term is not None else self._client.multi(ops))
+                results = await (term.guard(ops) if term is not None else client.multi(ops))
                 break
             except MultiFailed as exc:
-                if isinstance(exc.cause, NodeExists) and key_node is not None:
-                    return await self._published_with(key_node)
-                if isinstance(exc.cause, NoNode) and attempt == 0:
-                    await self._client.ensure_path(self.path)
-                    if key_node is not None:
-                        await self._client.ensure_path(self._keys)
+                if isinstance(exc.cause, NodeExists) and exc.cause.path == key_node:
+                    return await self._published_with(key_node)  # published already (by us?)
+                if isinstance(exc.cause, NoNode) and not made_paths:
+                    made_paths = True
+                    await client.ensure_path(self.path)
+                    await client.ensure_path(self._keys)
                     continue
                 raise
+            except (ConnectionLoss, RequestTimeout) as exc:
+                # applied or not: the same transaction again publishes or finds the key
+                log.info(
+                    "%s: outcome of a publish unknown (%s: %s): sending it again",
+                    self.path,
+                    type(exc).__name__,
+                    exc,
+                )
+                unknown = True
+                await client.wait_connected()
+            except LeadershipLost:
+                # the term ended; an earlier try whose reply was lost may have been applied
+                # while it held: then that version stands
+                if unknown and await client.exists(key_node) is not None:
+                    return await self._published_with(key_node)
+                raise
         name = results[-1].path.rsplit("/", 1)[1]  # type: ignore[union-attr]
-        if key_node is not None:
-            with contextlib.suppress(NoNode):  # pruned already: only a very old key
-                await self._client.set(key_node, name.encode())
+        if labelled:
+            # optional (_published_with finds an unlabelled key's version by its czxid): a lost
+            # reply here does not fail a publish that happened
+            with contextlib.suppress(NoNode, *RETRYABLE):
+                await client.set(key_node, name.encode())
         log.info("%s: published %s (%d bytes)", self.path, name, len(data))
         if int(name[len(PREFIX) :]) % self._prune_every == 0 and not self._pruning:
             self._pruning = True  # one prune at a time per store: concurrent ones collide
@@ -233,15 +273,21 @@ class ConfigStore:
         return name
 
     async def _published_with(self, key_node: str) -> str:
+        """The name of the version published with ``key_node`` (NoNode once pruned)."""
         data, stat = await self._client.get(key_node)
         if data:
             return data.decode()
-        # the publish landed but its key was not yet labelled: same transaction, same zxid
-        for name in sorted(await self._client.children(self.path), reverse=True):
+        # an unlabelled key: its version was created in the same transaction (the same zxid).
+        # Versions are numbered in zxid order: from the newest down to the first older one.
+        for name in reversed(await self._versions()):
             found = await self._client.exists(f"{self.path}/{name}")
-            if found is not None and found.czxid == stat.czxid:
+            if found is None:
+                continue
+            if found.czxid == stat.czxid:
                 return name
-        raise NoNode(path=key_node)  # pragma: no cover - the version was pruned at once
+            if found.czxid < stat.czxid:
+                break
+        raise NoNode(f"the version published with {key_node} was pruned", path=key_node)
 
     async def rollback(self, version: int | str, *, term: Term | None = None) -> str:
         """Republish an old version's bytes as a new version; returns the new version's name."""
@@ -252,36 +298,46 @@ class ConfigStore:
     async def prune(self) -> int:
         """Delete the versions beyond ``retention`` (and their idempotency keys); returns how
         many versions were deleted."""
-        client = self._client
         names = await self._versions()
         old = names[: -self.retention]
-        for start in range(0, len(old), 100):
-            batch = [f"{self.path}/{name}" for name in old[start : start + 100]]
+        await self._delete_all([f"{self.path}/{name}" for name in old])
+        if old:
+            log.debug("%s: pruned %d versions", self.path, len(old))
+            await self._prune_keys(f"{self.path}/{names[-self.retention]}")
+        return len(old)
+
+    async def _delete_all(self, nodes: Sequence[str]) -> None:
+        client = self._client
+        for start in range(0, len(nodes), 100):
+            batch = nodes[start : start + 100]
             try:  # one transaction per batch
                 await client.multi([Op.delete(node) for node in batch])
             except MultiFailed:  # someone else pruned some of them: one by one
                 for node in batch:
                     with contextlib.suppress(NoNode):
                         await client.delete(node)
-        if old:
-            log.debug("%s: pruned %d versions", self.path, len(old))
-            await self._prune_keys(f"{self.path}/{names[-self.retention]}")
-        return len(old)
 
     async def _prune_keys(self, oldest_kept: str) -> None:
+        """Delete the keys older than the oldest kept version. Every publish has one: they are
+        pruned once there are twice ``retention`` (so their stats, read pipelined, cost about two
+        reads per publish), and deleted in batches."""
         client = self._client
-        kept = await client.exists(oldest_kept)
         try:
             keys = await client.children(self._keys)
         except NoNode:
             return
-        if kept is None or len(keys) <= self.retention:
+        if len(keys) <= 2 * self.retention:
             return
-        for key in keys:
-            stat = await client.exists(f"{self._keys}/{key}")
-            if stat is not None and stat.czxid < kept.czxid:
-                with contextlib.suppress(NoNode):
-                    await client.delete(f"{self._keys}/{key}")
+        kept = await client.exists(oldest_kept)
+        if kept is None:
+            return
+        nodes = [f"{self._keys}/{key}" for key in keys]
+        stats: list[ZnodeStat | None] = []
+        for start in range(0, len(nodes), 1000):
+            chunk = nodes[start : start + 1000]
+            stats += await asyncio.gather(*(client.exists(node) for node in chunk))
+        old = [n for n, stat in zip(nodes, stats, strict=True) if stat and stat.czxid < kept.czxid]
+        await self._delete_all(old)
 
     # -- reading ---------------------------------------------------------------------------
     async def _versions(self) -> list[str]:

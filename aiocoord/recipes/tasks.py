@@ -15,6 +15,10 @@ Znode layout (the ``/rpc`` tree older kazoo/zkpython scripts use; ``root`` defau
     <root>/tasks/<task>/result        the result bytes, created together with status "done"
     <root>/tasks/<task>/error-<10 d>  one per failed attempt (the error text): their count is the
                                       number of failures; the last one is the reason of "dead"
+    <root>/submitting/<uuid>.marker   EPHEMERAL, created with a task by ``TaskQueue.submit`` (the
+                                      same multi(), so the same zxid) to learn whether a submit
+                                      whose reply was lost was applied; deleted in the next submit's
+                                      multi(), or with the session. Nothing else reads it.
 
 A plain script that creates ``<root>/tasks/task-`` and polls ``.../status`` for ``done`` works.
 
@@ -46,6 +50,7 @@ import os
 import re
 import socket
 import time
+import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -96,6 +101,7 @@ log = logging.getLogger("aiocoord.tasks")
 T = TypeVar("T")
 _TASK_ID = re.compile(r"task-\d{10}")
 _READ_CHUNK = 2000  # reads in flight at once when a whole tree is read
+_MARKER_BATCH = 16  # earlier submits' markers deleted in one submit's transaction
 
 
 class TaskState(enum.Enum):
@@ -174,6 +180,7 @@ class _Paths:
         self.workers = f"{base}/workers"
         self.assign = f"{base}/assign"
         self.tasks = f"{base}/tasks"
+        self.submitting = f"{base}/submitting"
 
     def task(self, task_id: str) -> str:
         return f"{self.tasks}/{task_id}"
@@ -251,6 +258,8 @@ class TaskQueue:
         self._client = client
         self._paths = _Paths(root)
         self._ready = False
+        #: (session id, path) of the markers of applied submits, deleted by the next submit
+        self._done_markers: list[tuple[int, str]] = []
 
     @property
     def root(self) -> str:
@@ -258,15 +267,136 @@ class TaskQueue:
 
     async def submit(self, payload: bytes) -> TaskHandle:
         """Queue a task (one sequential node). Once this returns, the task is acknowledged: it
-        will run. ``PayloadTooLarge`` (over 1 MiB) is raised before anything is sent. On
-        ``ConnectionLoss`` the task may or may not have been queued."""
+        will run. ``PayloadTooLarge`` (over 1 MiB) is raised before anything is sent.
+
+        A lost reply never queues a task twice. The task is created in one multi() with an
+        ephemeral marker ``<root>/submitting/<uuid>.marker`` (the task's name stays
+        ``task-<10 digits>``). When the outcome is unknown (``ConnectionLoss``,
+        ``RequestTimeout``), this call waits for the session to serve again and looks for the
+        marker: there (applied), the task is the one with the marker's czxid (found by a binary
+        search of ``tasks/``); absent on the same session (not applied), the task is submitted
+        again. If the session was lost meanwhile the marker went with it and the outcome cannot
+        be known: ``ConnectionLoss`` is raised, saying the task may or may not be queued
+        (submitting again may make a second task). So this call waits through a disconnection:
+        bound it with ``anyio.fail_after``.
+
+        The cost: the marker's create (and the previous submit's marker's delete) ride in the
+        task's transaction: no extra round trip; the first submit of a queue makes sure
+        ``submitting`` exists. A lost reply costs a sync, an exists, a listing of ``tasks/`` and
+        O(log n) exists calls.
+        """
         if not isinstance(payload, bytes):
             raise TypeError("a task payload is bytes")
-        if not self._ready:
-            await self._client.ensure_path(self._paths.tasks)
-            self._ready = True
-        path = await self._client.create(f"{self._paths.tasks}/task-", payload, sequential=True)
-        return TaskHandle(self._client, self._paths, path.rsplit("/", 1)[1])
+        client, paths = self._client, self._paths
+        while not self._ready:
+            try:
+                await client.ensure_path(paths.tasks)
+                await client.ensure_path(paths.submitting)
+                self._ready = True
+            except RETRYABLE:  # nothing of the task was sent yet: persistent paths, again
+                await client.wait_connected()
+        marker = f"{paths.submitting}/{uuid.uuid4().hex}.marker"
+        task_op = Op.create(f"{paths.tasks}/task-", payload, sequential=True)
+        made_paths = False
+        while True:
+            session = client.session_id
+            stale = self._take_markers(session)
+            ops = [task_op, Op.create(marker, ephemeral=True), *(Op.delete(m) for m in stale)]
+            applied: bool | None = None  # None: unknown (e.g. cancelled in flight)
+            try:
+                results = await client.multi(ops)
+                applied = True
+                task_id = results[0].path.rsplit("/", 1)[1]  # type: ignore[union-attr]
+            except (ConnectionLoss, RequestTimeout) as exc:
+                log.info("outcome of a submit to %s unknown (%s: %s): looking for its marker",
+                         paths.tasks, type(exc).__name__, exc)  # fmt: skip
+                found = await self._submitted(marker, session, exc)
+                applied = found is not None
+                if found is None:
+                    log.info("submit to %s not applied (%s): submitting again", paths.tasks, exc)
+                    continue
+                task_id = found
+            except MultiFailed as exc:
+                applied = False
+                if isinstance(exc.cause, NoNode) and exc.index >= 2:
+                    stale.clear()  # a marker gone already (its submit's outcome was unknown)
+                elif isinstance(exc.cause, NoNode) and not made_paths:
+                    made_paths = True
+                    await client.ensure_path(paths.tasks)
+                    await client.ensure_path(paths.submitting)
+                else:
+                    raise
+                continue
+            except PayloadTooLarge:
+                applied = False  # refused before sending
+                raise
+            finally:
+                if not applied:  # the deletions are still to be done
+                    self._done_markers.extend((session, m) for m in stale)
+                if applied is None:  # and our marker may exist
+                    self._done_markers.append((session, marker))
+            self._done_markers.append((session, marker))  # deleted by the next submit
+            return TaskHandle(client, paths, task_id)
+
+    def _take_markers(self, session: int) -> list[str]:
+        """Markers of earlier submits to delete in this submit's transaction (those of another
+        session went with it)."""
+        batch = [m for s, m in self._done_markers[:_MARKER_BATCH] if s == session]
+        del self._done_markers[:_MARKER_BATCH]
+        return batch
+
+    async def _submitted(self, marker: str, session: int, cause: CoordError) -> str | None:
+        """After a submit's outcome was lost: its task id if it was applied, None if not."""
+        client, paths = self._client, self._paths
+        while True:
+            await client.wait_connected()
+            if client.session_id != session:
+                raise ConnectionLoss(
+                    f"the session ended before the outcome of a submit was known ({cause}): the "
+                    "task may or may not be queued",
+                    path=paths.tasks,
+                ) from cause
+            try:
+                await client.sync(paths.submitting)  # reads after it see every write we made
+                stat = await client.exists(marker)
+            except RETRYABLE:
+                continue
+            if client.session_id != session:
+                continue  # answered on another session: the marker may have gone with ours
+            if stat is None:
+                return None
+            task_id = await self._task_made_at(stat.czxid)
+            if task_id is None:
+                raise UnknownTask(
+                    f"a task was submitted (zxid 0x{stat.czxid:x}) but is no longer under "
+                    f"{paths.tasks}: finished and cleaned up, or deleted"
+                )
+            return task_id
+
+    async def _task_made_at(self, czxid: int) -> str | None:
+        """The task created at ``czxid``: a binary search of ``tasks/`` (sequence numbers follow
+        creation order, so czxids grow with the names)."""
+        client = self._client
+        while True:
+            try:
+                listed = await client.children(self._paths.tasks)
+                names = sorted(n for n in listed if _TASK_ID.fullmatch(n))
+                lo, hi = 0, len(names)
+                while lo < hi:
+                    mid = (lo + hi) // 2
+                    stat = await client.exists(self._paths.task(names[mid]))
+                    if stat is None:  # deleted meanwhile: search the others
+                        del names[mid]
+                        hi -= 1
+                    elif stat.czxid == czxid:
+                        return names[mid]
+                    elif stat.czxid < czxid:
+                        lo = mid + 1
+                    else:
+                        hi = mid
+                return None
+            except RETRYABLE:  # the task is persistent: any session finds it
+                await client.wait_connected()
 
     def handle(self, task_id: str) -> TaskHandle:
         """A handle on a task submitted earlier (no I/O; ``ValueError`` for a malformed id)."""

@@ -24,8 +24,14 @@ class TcpProxy:
     keeps working whatever the code under test does to its own loop.
 
     ``cut()`` resets every open connection (new ones are still accepted); ``stall()`` stops
-    forwarding in both directions while keeping connections open (a silent peer); ``resume()``
-    forwards again; ``refuse()`` makes new connections fail until ``accept()``.
+    forwarding in both directions while keeping connections open (a silent peer);
+    ``stall_replies()`` stops only the server-to-client direction (requests still reach the server,
+    its replies are held back: with ``cut()`` after, a write applied whose reply was lost);
+    ``pass_handshakes_only()`` lets each connection's handshake through and holds every request
+    after it (a session that is live but whose requests never arrive);
+    ``resume()`` forwards both ways again; ``refuse()`` makes new connections fail until
+    ``accept()``. ``held_requests`` and ``held_replies`` count the bytes read from one side and
+    held back from the other.
     """
 
     def __init__(self, target_host: str, target_port: int, listen_port: int = 0) -> None:
@@ -35,7 +41,12 @@ class TcpProxy:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True, name="proxy")
         self._server: asyncio.AbstractServer | None = None
-        self._flowing = asyncio.Event()
+        self._requests_flowing = asyncio.Event()  # client -> server
+        self._handshakes_only = asyncio.Event()  # client -> server: first frames only
+        self._released = asyncio.Event()  # the opposite of _handshakes_only
+        self._replies_flowing = asyncio.Event()  # server -> client
+        self.held_requests = 0
+        self.held_replies = 0
         self._refusing = False
         self._writers: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -53,7 +64,9 @@ class TcpProxy:
         self._thread.start()
 
         async def serve() -> int:
-            self._flowing.set()
+            self._requests_flowing.set()
+            self._replies_flowing.set()
+            self._released.set()
             self._server = await asyncio.start_server(self._handle, "127.0.0.1", self._listen_port)
             port: int = self._server.sockets[0].getsockname()[1]
             return port
@@ -71,8 +84,8 @@ class TcpProxy:
             _reset(writer)
             return
         self._writers.update((writer, up_writer))
-        for src, dst in ((reader, up_writer), (up_reader, writer)):
-            task = asyncio.ensure_future(self._pump(src, dst, (writer, up_writer)))
+        for src, dst, replies in ((reader, up_writer, False), (up_reader, writer, True)):
+            task = asyncio.ensure_future(self._pump(src, dst, (writer, up_writer), replies))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
@@ -81,14 +94,36 @@ class TcpProxy:
         src: asyncio.StreamReader,
         dst: asyncio.StreamWriter,
         pair: tuple[asyncio.StreamWriter, asyncio.StreamWriter],
+        replies: bool,
     ) -> None:
+        flowing = self._replies_flowing if replies else self._requests_flowing
+        # of a request stream: its first frame (the handshake) until it is whole
+        handshake: bytearray | None = None if replies else bytearray()
         try:
             while True:
                 data = await src.read(65536)
                 if not data:
                     break
-                await self._flowing.wait()
-                dst.write(data)
+                head = b""
+                if handshake is not None:
+                    head, data = _take_frame(handshake, data)
+                    if len(handshake) >= 4 and len(handshake) == 4 + _length(handshake):
+                        handshake = None
+                for part, beyond in ((head, False), (data, not replies)):
+                    if not part:
+                        continue
+                    if not flowing.is_set() or (beyond and self._handshakes_only.is_set()):
+                        self._hold(replies, len(part))
+                        try:
+                            while not flowing.is_set() or (
+                                beyond and self._handshakes_only.is_set()
+                            ):
+                                await (flowing if not flowing.is_set() else self._released).wait()
+                        finally:
+                            self._hold(replies, -len(part))
+                        if dst.transport.is_closing():
+                            return  # cut while held: what was held back is dropped
+                    dst.write(part)
                 await dst.drain()
         except (OSError, asyncio.CancelledError):
             pass
@@ -108,13 +143,45 @@ class TcpProxy:
         self._loop.call_soon_threadsafe(do)
         self._sync()
 
+    def _hold(self, replies: bool, size: int) -> None:
+        if replies:
+            self.held_replies += size
+        else:
+            self.held_requests += size
+
     def stall(self) -> None:
         """Stop forwarding: connections stay open, nothing gets through either way."""
-        self._loop.call_soon_threadsafe(self._flowing.clear)
+        self._loop.call_soon_threadsafe(self._requests_flowing.clear)
+        self._loop.call_soon_threadsafe(self._replies_flowing.clear)
+        self._sync()
+
+    def stall_replies(self) -> None:
+        """Stop forwarding from the server to the client only: requests still reach the server
+        (and are applied), their replies are held back. ``cut()`` then loses them: the client
+        sees ConnectionLoss for writes that were applied."""
+        self._loop.call_soon_threadsafe(self._replies_flowing.clear)
+        self._sync()
+
+    def pass_handshakes_only(self) -> None:
+        """From the client to the server, forward only the first frame of each connection (the
+        session handshake), open or new, and hold every request after it: the client connects
+        and its session is live, but no request reaches the server (so none is applied) until
+        ``resume()``."""
+
+        def do() -> None:
+            self._released.clear()
+            self._handshakes_only.set()
+
+        self._loop.call_soon_threadsafe(do)
         self._sync()
 
     def resume(self) -> None:
-        self._loop.call_soon_threadsafe(self._flowing.set)
+        """Forward everything both ways again (after ``stall()``, ``stall_replies()`` or
+        ``pass_handshakes_only()``)."""
+        self._loop.call_soon_threadsafe(self._handshakes_only.clear)
+        self._loop.call_soon_threadsafe(self._released.set)
+        self._loop.call_soon_threadsafe(self._requests_flowing.set)
+        self._loop.call_soon_threadsafe(self._replies_flowing.set)
         self._sync()
 
     def refuse(self) -> None:
@@ -159,6 +226,24 @@ class TcpProxy:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _length(frame: bytearray) -> int:
+    return int.from_bytes(frame[:4], "big", signed=True)
+
+
+def _take_frame(frame: bytearray, data: bytes) -> tuple[bytes, bytes]:
+    """Add to ``frame`` (a frame's first bytes) what of ``data`` belongs to it; returns that part
+    and the rest of ``data``."""
+    taken = 0
+    if len(frame) < 4:
+        taken = min(4 - len(frame), len(data))
+        frame += data[:taken]
+    if len(frame) >= 4:
+        more = min(4 + _length(frame) - len(frame), len(data) - taken)
+        frame += data[taken : taken + more]
+        taken += more
+    return data[:taken], data[taken:]
 
 
 def _reset(writer: asyncio.StreamWriter) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -25,7 +26,7 @@ from aiocoord import (
     TriggerError,
     send_legacy,
 )
-from aiocoord.testing import ZooKeeperServer, free_port
+from aiocoord.testing import TcpProxy, ZooKeeperServer, free_port
 from aiocoord.transport import codec
 from tests.helpers import eventually, eventually_async
 from tests.services.processes import aiocoord_cmd, service
@@ -357,3 +358,31 @@ async def test_deploy_checks_out_exact_commits_and_survives_bad_input(
         await deploy({"url": url, "commitId": c1, "relativePath": "svc/app"})  # still watching
         await eventually_async(lambda: reported(True, c1), 30)
         assert head() == c1 and (checkout / "app.txt").read_text() == "one"
+
+
+@pytest.mark.parametrize("command", ["publish", "submit"])
+async def test_one_shot_writes_give_up_after_twice_the_session_timeout(
+    zk_server: ZooKeeperServer, namespace: str, command: str
+) -> None:
+    """The session is live (every reconnect's handshake gets through) but no request reaches
+    the server: ``config publish`` and ``submit`` wait through it for twice the session timeout,
+    then say that the outcome is unknown and exit 1; nothing was written."""
+    path = f"{namespace}/oneshot"
+    session = ["--zk", "127.0.0.1:{port}", "--session-timeout", "4"]
+    args = {
+        "publish": ["config", "publish", *session, "--path", path, "x"],
+        "submit": ["submit", *session, "--root", path, "x"],
+    }[command]
+    with TcpProxy("127.0.0.1", zk_server.port) as proxy:
+        proxy.pass_handshakes_only()
+        cmd = aiocoord_cmd(*(a.format(port=proxy.port) for a in args))
+        started = time.monotonic()
+        with anyio.fail_after(30):
+            done = await anyio.run_process(cmd, check=False, stdin=subprocess.DEVNULL)
+        took = time.monotonic() - started
+    stderr = done.stderr.decode()
+    assert done.returncode == 1, stderr
+    assert "did not answer within 8s" in stderr and "may or may not" in stderr, stderr
+    assert took >= 8
+    async with Client(zk_server.hosts) as zk:
+        assert await zk.exists(namespace) is None
