@@ -226,8 +226,8 @@ M = [
     (
         "publish retried without its key node",
         "aiocoord/recipes/config.py",
-        "            Op.create(key_node),\n            Op.create(f\"{self.path}/{PREFIX}\"",
-        "            Op.check(self.path),\n            Op.create(f\"{self.path}/{PREFIX}\"",
+        '            Op.create(key_node),\n            Op.create(f"{self.path}/{PREFIX}"',
+        '            Op.check(self.path),\n            Op.create(f"{self.path}/{PREFIX}"',
         [R + "test_protected_creates.py::test_publish_with_a_lost_reply_makes_one_version"],
     ),
     (
@@ -242,7 +242,10 @@ M = [
         "aiocoord/recipes/tasks.py",
         "                    elif stat.czxid < czxid:",
         "                    elif stat.czxid > czxid:",
-        [R + "test_protected_creates.py::test_submit_with_a_lost_reply_finds_its_task_among_others"],
+        [
+            R
+            + "test_protected_creates.py::test_submit_with_a_lost_reply_finds_its_task_among_others"
+        ],
     ),
     (
         "submit outcome claimed after a lost session",
@@ -259,14 +262,20 @@ M = [
         "aiocoord/recipes/election.py",
         "ours = await client.get_ephemerals(base) if client.session_id == session else []",
         "ours = []",
-        [R + "test_protected_creates.py::test_candidate_whose_reply_was_lost_is_adopted_not_doubled"],
+        [
+            R
+            + "test_protected_creates.py::test_candidate_whose_reply_was_lost_is_adopted_not_doubled"
+        ],
     ),
     (
         "CLI submit waits forever",
         "services/tasks_cmd.py",
         "            with anyio.fail_after(write_deadline(args)):",
         "            with anyio.fail_after(None):",
-        [S + "test_config_services.py::test_one_shot_writes_give_up_after_twice_the_session_timeout"],
+        [
+            S
+            + "test_config_services.py::test_one_shot_writes_give_up_after_twice_the_session_timeout"
+        ],
     ),
     (
         "run() wraps main's exception in a group",
@@ -274,6 +283,103 @@ M = [
         "                raise group.exceptions[0] from None",
         "                raise",
         ["tests/test_run.py::test_run_raises_mains_exception_unwrapped"],
+    ),
+    (
+        "owed deletes never paid",
+        "aiocoord/transport/session.py",
+        "            if event.state is SessionState.RECONNECTED and self.owed:",
+        "            if False:",
+        [
+            T
+            + "test_owed_deletes.py::test_a_delete_whose_request_was_lost_is_sent_after_the_reconnect",
+            T
+            + "test_owed_deletes.py::test_a_deregistration_whose_delete_was_lost_is_done_after_the_reconnect",
+        ],
+    ),
+    (
+        "owed delete removes another session's node",
+        "aiocoord/transport/session.py",
+        "                if stat is not None and stat.ephemeral_owner == owner:",
+        "                if stat is not None:",
+        [T + "test_owed_deletes.py::test_an_owed_delete_spares_a_node_another_session_holds_now"],
+    ),
+    (
+        "owed delete not forgiven by a create",
+        "aiocoord/transport/session.py",
+        "        self.owed.pop(server_path, None)\n\n    async def _pay_owed",
+        "        pass\n\n    async def _pay_owed",
+        [
+            T
+            + "test_owed_deletes.py::test_an_owed_delete_is_forgiven_when_this_client_creates_the_node_again"
+        ],
+    ),
+    (
+        "owed deletes kept after LOST",
+        "aiocoord/transport/session.py",
+        "                self.owed.clear()  # the nodes went with the session",
+        "                pass",
+        [T + "test_owed_deletes.py::test_an_owed_delete_is_dropped_with_its_session"],
+    ),
+    (
+        "a delete cancelled in flight not owed",
+        "aiocoord/transport/client.py",
+        "        lost = True  # until an answer came: also when cancelled with the delete in flight",
+        "        lost = False",
+        [T + "test_owed_deletes.py::test_a_delete_cancelled_in_flight_is_owed"],
+    ),
+    (
+        "cancelled candidate not resigned",
+        "aiocoord/recipes/election.py",
+        "        except BaseException:  # cancelled while waiting (or failed): no phantom candidate\n            with anyio.CancelScope(shield=True):\n                await self.resign()",
+        "        except BaseException:  # cancelled while waiting (or failed): no phantom candidate\n            with anyio.CancelScope(shield=True):\n                pass",
+        [
+            T
+            + "test_owed_deletes.py::test_cancelled_waiting_candidate_whose_delete_was_lost_leaves_no_phantom"
+        ],
+    ),
+    (
+        "candidate create abandoned on cancel",
+        "aiocoord/recipes/election.py",
+        "        with anyio.CancelScope(shield=True):\n            node = await self._create_candidate()",
+        "        with anyio.CancelScope():\n            node = await self._create_candidate()",
+        [
+            T
+            + "test_owed_deletes.py::test_candidate_cancelled_with_its_create_in_flight_leaves_no_node"
+        ],
+    ),
+    (
+        "resign by a plain delete",
+        "aiocoord/recipes/election.py",
+        "                if await self._client.delete_ephemeral(node):",
+        "                if await self._client.delete(node) or True:",
+        [
+            T
+            + "test_owed_deletes.py::test_cancelled_waiting_candidate_whose_delete_was_lost_leaves_no_phantom"
+        ],
+    ),
+    (
+        "deregister by a plain delete",
+        "aiocoord/recipes/discovery.py",
+        "                if await self._client.delete_ephemeral(self.path):",
+        "                if await self._client.delete(self.path) or True:",
+        [
+            T
+            + "test_owed_deletes.py::test_a_deregistration_whose_delete_was_lost_is_done_after_the_reconnect"
+        ],
+    ),
+    (
+        "discovery port range unchecked",
+        "aiocoord/recipes/discovery.py",
+        "    if not 1 <= port <= 65535:",
+        "    if False:",
+        [R + "test_discovery.py::test_malformed_instances_are_skipped_and_logged_never_fatal"],
+    ),
+    (
+        "an instance become unreadable stays in the cache",
+        "aiocoord/recipes/discovery.py",
+        "            old = self._instances.pop(instance_id, None)\n            if old is not None:  # it was readable",
+        "            old = None\n            if old is not None:  # it was readable",
+        [R + "test_discovery.py::test_malformed_instances_are_skipped_and_logged_never_fatal"],
     ),
 ]
 

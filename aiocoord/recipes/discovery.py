@@ -127,25 +127,45 @@ class ServiceInstance:
 
     @classmethod
     def decode(cls, name: str, instance_id: str, data: bytes) -> ServiceInstance:
-        """From a node's data: the JSON object, or the older ``["host", "port"]`` array."""
-        value = codec.loads(data, what=f"instance {name}/{instance_id}")
-        if isinstance(value, list) and len(value) >= 2:
-            return cls(name, instance_id, str(value[0]), int(value[1]))
-        if not isinstance(value, dict):
-            raise codec.DecodeError(f"instance {name}/{instance_id}: not an object or array")
+        """From a node's data: the JSON object, or the older ``["host", "port"]`` array.
+        ``codec.DecodeError`` for anything else (a port that is not 1-65535 included)."""
+        what = f"instance {name}/{instance_id}"
+        value = codec.loads(data, what=what)
         try:
+            if isinstance(value, list) and len(value) >= 2:
+                return cls(name, instance_id, _address(value[0]), _port(value[1]))
+            if not isinstance(value, dict):
+                raise ValueError("not an object or a [host, port] array")
             return cls(
                 name,
                 instance_id,
-                str(value["address"]),
-                int(value["port"]),
+                _address(value["address"]),
+                _port(value["port"]),
                 value.get("payload"),
                 float(value.get("registered_at") or 0.0),
                 bool(value.get("enabled", True)),
                 float(value.get("weight", 1.0)),
             )
         except (KeyError, TypeError, ValueError) as exc:
-            raise codec.DecodeError(f"instance {name}/{instance_id}: {exc!r}") from exc
+            raise codec.DecodeError(f"{what}: {exc}") from exc
+
+
+def _address(raw: object) -> str:
+    if not isinstance(raw, str) or not raw or any(c.isspace() for c in raw):
+        raise ValueError(f"bad address {raw!r}")
+    return raw
+
+
+def _port(raw: object) -> int:
+    """A port from a node: an integer (or its digits, as older scripts write) in 1-65535."""
+    if isinstance(raw, bool) or not isinstance(raw, int | str):
+        raise ValueError(f"bad port {raw!r}")
+    if isinstance(raw, str) and not raw.strip().isdigit():
+        raise ValueError(f"bad port {raw!r}")
+    port = int(raw)
+    if not 1 <= port <= 65535:
+        raise ValueError(f"port {port} is out of range 1-65535")
+    return port
 
 
 class Strategy(Enum):
@@ -241,9 +261,13 @@ class ServiceRegistry:
             return []
         out = []
         for instance_id in sorted(ids):
-            with contextlib.suppress(NoNode, codec.DecodeError):
+            try:
                 data, _ = await self._client.get(f"{path}/{instance_id}")
                 out.append(ServiceInstance.decode(name, instance_id, data))
+            except NoNode:
+                continue  # deregistered meanwhile
+            except codec.DecodeError as exc:
+                log.warning("%s: skipping an unreadable instance: %s", path, exc)
         return out
 
     async def services(self) -> list[str]:
@@ -313,12 +337,15 @@ class Registration:
         was, self._wanted = self._wanted, False
         if not was:
             return
+        # owed when the reply is lost (or this is cancelled): deleted after the reconnect, so a
+        # blip never leaves a deregistered instance visible while the session lives on
         with anyio.move_on_after(self._client.negotiated_timeout or 5):
             try:
-                await self._client.delete(self.path)
-                log.info("deregistered %s: %s", self.path, why)
-            except NoNode:
-                pass
+                if await self._client.delete_ephemeral(self.path):
+                    log.info("deregistered %s: %s", self.path, why)
+                else:
+                    log.warning("deregistering %s: the reply was lost: deleted after the "
+                                "reconnect, or with the session", self.path)  # fmt: skip
             except CoordError as exc:
                 log.warning("could not delete %s (%s): it goes with the session", self.path, exc)
 
@@ -522,7 +549,10 @@ class ServiceCache:
         try:
             instance = ServiceInstance.decode(self.name, instance_id, data)
         except codec.DecodeError as exc:
-            log.warning("%s: ignoring unreadable instance: %s", self.path, exc)
+            log.warning("%s: skipping an unreadable instance: %s", self.path, exc)
+            old = self._instances.pop(instance_id, None)
+            if old is not None:  # it was readable: not handed out as it was any more
+                self._emit("removed", old)
             return
         old = self._instances.get(instance_id)
         if old != instance:

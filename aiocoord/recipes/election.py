@@ -242,7 +242,12 @@ class Election:
         # No task while leading: the body runs in a cancel scope that two callbacks cancel, the
         # node's watch (set in _take) and a session listener. So the body's own exceptions come
         # out as they are, never wrapped in an exception group.
-        term = await self._acquire()
+        try:
+            term = await self._acquire()
+        except BaseException:  # cancelled while waiting (or failed): no phantom candidate
+            with anyio.CancelScope(shield=True):
+                await self.resign()
+            raise
         client = self._client
 
         def on_session(event: SessionEvent) -> None:
@@ -276,12 +281,15 @@ class Election:
         session, self._node_session = self._node_session, 0
         if node is None or session != self._client.session_id:
             return
+        # owed when the reply is lost (or this is cancelled): deleted after the reconnect, so a
+        # blip never leaves a phantom candidate ahead of everyone while the session lives on
         with anyio.move_on_after(self._client.negotiated_timeout):
             try:
-                await self._client.delete(node)
-                log.info("%s: resigned (%s)", self.path, node)
-            except NoNode:
-                pass
+                if await self._client.delete_ephemeral(node):
+                    log.info("%s: resigned (%s)", self.path, node)
+                else:
+                    log.warning("%s: resigning %s: the reply was lost: deleted after the "
+                                "reconnect, or with the session", self.path, node)  # fmt: skip
             except CoordError as exc:
                 log.warning("%s: could not delete %s on resign: %s", self.path, node, exc)
 
@@ -292,10 +300,20 @@ class Election:
             # and _take() checks its owner before leading
             return self._node
         self._node = None
+        # Shielded: a create in flight is seen to its end (bounded by the request deadline and
+        # the session), so a cancellation never leaves a node we do not know to delete.
+        with anyio.CancelScope(shield=True):
+            node = await self._create_candidate()
+            self._node, self._node_session = node, client.session_id
+        log.debug("%s: candidate %s", self.path, node)
+        return node
+
+    async def _create_candidate(self) -> str:
+        client = self._client
         session = client.session_id
         base = f"{self.path}/{self.prefix}"
         try:
-            node = await client.create(
+            return await client.create(
                 base, self.identity.encode(), ephemeral=True, sequential=True, makepath=True
             )
         except (ConnectionLoss, RequestTimeout):
@@ -309,9 +327,7 @@ class Election:
                 if extra != node:
                     with contextlib.suppress(NoNode):
                         await client.delete(extra)
-        self._node, self._node_session = node, client.session_id
-        log.debug("%s: candidate %s", self.path, node)
-        return node
+            return node
 
     async def _acquire(self) -> Term:
         client = self._client

@@ -33,6 +33,7 @@ from typing import Self
 from .errors import (
     BadArguments,
     ConnectionLoss,
+    CoordError,
     MarshallingError,
     MultiFailed,
     NodeExists,
@@ -46,6 +47,7 @@ from .errors import (
     error_for_code,
 )
 from .hosts import HostList, parse_hosts
+from .jute import OP
 from .paths import Chroot, parent, validate_path
 from .requests import (
     MAX_PACKET,
@@ -276,6 +278,8 @@ class Client:
             req = CreateTtl(server_path, path, data, acls, 6 if sequential else 5, int(ttl * 1000))
         else:
             req = Create(server_path, path, data, acls, int(ephemeral) | int(sequential) << 1)
+        if self._session.owed:
+            self._session.forgive(server_path)
         try:
             result = await self._session.submit(req)
         except NoNode:
@@ -364,6 +368,31 @@ class Client:
                 await self.delete(path, version)
             return
         await self._session.submit(Delete(self._path(path), path, version))
+
+    async def delete_ephemeral(self, path: str) -> bool:
+        """Delete ``path``, an ephemeral node of this session, for sure: True when deleted now
+        (or already gone), False when owed. When the outcome is lost (``ConnectionLoss``,
+        ``RequestTimeout``, or this call cancelled with the request in flight) the delete is
+        owed: sent again after each reconnect, if the node is still this session's, until it is
+        done; dropped when the session ends (the node goes with it) and when this client
+        creates the path again. For resigning a candidacy, deregistering, releasing a lock: a
+        blip during the delete never leaves a phantom holder behind."""
+        server_path, session = self._path(path), self.session_id
+        lost = True  # until an answer came: also when cancelled with the delete in flight
+        try:
+            await self._session.submit(Delete(server_path, path, -1))
+            lost = False
+        except NoNode:
+            lost = False
+        except (ConnectionLoss, RequestTimeout):
+            return False
+        except CoordError:
+            lost = False  # an answer (SessionExpired: the node went with the session)
+            raise
+        finally:
+            if lost:
+                self._session.owe_delete(server_path, path, session)
+        return True
 
     def _watch_flag(self, kind: WatchKind, path: str, watch: Watcher | None) -> bool:
         return watch is not None and self._session.watch_on_server(kind, path)
@@ -470,6 +499,10 @@ class Client:
         """Apply ``ops`` atomically: all or none. Raises ``MultiFailed`` (with a result or an
         error per op) when any fails."""
         req = Multi(ops, self._multi_path, self._chroot.to_client, self._default_acl)
+        if self._session.owed:
+            for op in ops:
+                if op.opcode == OP.CREATE:
+                    self._session.forgive(self._multi_path(op.path, bool(op.flags & 2)))
         results = await self._session.submit(req)
         for i, res in enumerate(results):
             if isinstance(res, ZooKeeperError) and not isinstance(res, RolledBack):

@@ -33,10 +33,12 @@ from . import jute
 from .connection import Connection
 from .errors import (
     AuthFailed,
+    BadVersion,
     ClientClosed,
     ConnectError,
     ConnectionLoss,
     CoordError,
+    NoNode,
     ProtocolError,
     RequestTimeout,
     SessionExpired,
@@ -45,7 +47,15 @@ from .errors import (
 from .hosts import Address, HostList
 from .jute import OP, XID
 from .paths import Chroot
-from .requests import AddWatch, CloseSession, Request, auth_body, set_watches_body
+from .requests import (
+    AddWatch,
+    CloseSession,
+    Delete,
+    Exists,
+    Request,
+    auth_body,
+    set_watches_body,
+)
 from .state import (
     AuthRefused,
     Closed,
@@ -159,6 +169,9 @@ class Session:
         self._feeds: set[SessionFeed] = set()
         self._listeners: dict[Callable[[SessionEvent], object], None] = {}
         self._watcher_tasks: set[asyncio.Task[None]] = set()
+        #: deletes of our ephemeral nodes whose outcome was lost: server path -> (the session
+        #: that owes it, the client's path). Paid after each RECONNECTED, dropped with the session.
+        self.owed: dict[str, tuple[int, str]] = {}
         self._last_errors: dict[str, str] = {}
         self._behind_warned: set[str] = set()
         self._avoid: Address | None = None
@@ -722,7 +735,56 @@ class Session:
         for event in transition.events:
             self._log_event(event)
             self._announce(event)
+            if event.state is SessionState.RECONNECTED and self.owed:
+                self._spawn(self._pay_owed())
+            elif event.state is SessionState.LOST:
+                self.owed.clear()  # the nodes went with the session
         self._wake()
+
+    # -- deletes owed --------------------------------------------------------------------
+    def owe_delete(self, server_path: str, path: str, session_id: int) -> None:
+        """The delete of ``path``, an ephemeral node of session ``session_id``, was lost (or
+        cancelled in flight): send it again after each RECONNECTED until it is done. Dropped
+        when that session ends (the node goes with it) or when this client creates the path
+        again (``forgive``)."""
+        if session_id and session_id == self.machine.session_id:
+            self.owed[server_path] = (session_id, path)
+            log.info("delete of %s owed: sent again after the next reconnect", path)
+
+    def forgive(self, server_path: str) -> None:
+        """A create of ``server_path`` is being sent: a delete owed there must not remove it."""
+        self.owed.pop(server_path, None)
+
+    async def _pay_owed(self) -> None:
+        """Delete each owed node that is still this session's (checked first: after a lost
+        reply the delete may have been applied, and another session may hold the name now)."""
+        session = self.machine.session_id
+        for server_path, (owner, path) in list(self.owed.items()):
+            if owner != session:
+                self.owed.pop(server_path, None)  # went with its session
+                continue
+            try:
+                stat = await self.submit(Exists(server_path, path, None, False))
+                if self.owed.get(server_path) != (owner, path):
+                    continue  # forgiven (created again) meanwhile
+                if stat is not None and stat.ephemeral_owner == owner:
+                    await self.submit(Delete(server_path, path, stat.version))
+                    log.info("deleted %s (owed since a lost reply)", path)
+                self.owed.pop(server_path, None)
+            except (ConnectionLoss, RequestTimeout):
+                return  # still owed: the next RECONNECTED pays
+            except CoordError as exc:  # NoNode, BadVersion: gone or not ours any more
+                if self.owed.get(server_path) == (owner, path):
+                    self.owed.pop(server_path, None)
+                if not isinstance(exc, (NoNode, BadVersion)):
+                    log.warning("could not delete %s (owed): %s", path, exc)
+
+    def _spawn(self, work: Awaitable[object], what: object = "session work") -> None:
+        """Run ``work`` as a task the session owns (drained at close)."""
+        assert self._loop is not None
+        task = self._loop.create_task(self._await_logged(work, what))
+        self._watcher_tasks.add(task)
+        task.add_done_callback(self._watcher_tasks.discard)
 
     def _lose(self, reason: str) -> None:
         """Everything of the previous session ends: queued requests, watches, auth calls."""
@@ -806,19 +868,14 @@ class Session:
             log.exception("watcher %r failed on %s", watcher, event)
             return
         if inspect.isawaitable(result):
-            assert self._loop is not None
-            task = self._loop.create_task(self._await_watcher(result, watcher, event))
-            self._watcher_tasks.add(task)
-            task.add_done_callback(self._watcher_tasks.discard)
+            self._spawn(result, f"watcher {watcher!r} on {event}")
 
     @staticmethod
-    async def _await_watcher(
-        result: Awaitable[object], watcher: Watcher, event: WatchEvent
-    ) -> None:
+    async def _await_logged(work: Awaitable[object], what: object) -> None:
         try:
-            await result
+            await work
         except Exception:
-            log.exception("watcher %r failed on %s", watcher, event)
+            log.exception("%s failed", what)
 
     async def _drain_watcher_tasks(self) -> None:
         """Let async watchers (the CLOSED events included) finish briefly, then cancel them."""

@@ -281,3 +281,47 @@ async def test_http_and_command_checks_against_real_servers(tmp_path: Path) -> N
         assert await check() is False  # type: ignore[misc]
         flag.touch()
         assert await check() is True  # type: ignore[misc]
+
+
+MALFORMED = {
+    "port-text": b'["127.0.0.1", "http"]',
+    "port-range": b'["127.0.0.1", 70000]',
+    "port-zero": b'{"address": "127.0.0.1", "port": 0}',
+    "port-float": b'{"address": "127.0.0.1", "port": 80.5}',
+    "port-bool": b'{"address": "127.0.0.1", "port": true}',
+    "no-address": b'{"port": 80}',
+    "address-number": b"[7, 80]",
+    "short-array": b'["127.0.0.1"]',
+    "not-json": b"\xff\xfe garbage",
+    "empty": b"",
+}
+
+
+async def test_malformed_instances_are_skipped_and_logged_never_fatal(
+    zk_server: ZooKeeperServer, zk: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One unreadable legacy or JSON node (a port that is no number, out of range, ...) is
+    skipped with a warning by the cache, ``instances()`` and ``aiocoord discover``; the readable
+    instances are served."""
+    registry = ServiceRegistry(zk, "/service/business")
+    base = "/service/business/what"
+    await zk.create(f"{base}/good", b'["127.0.0.1", "9099"]', makepath=True)
+    for name, data in MALFORMED.items():
+        await zk.create(f"{base}/{name}", data)
+    assert [i.id for i in await registry.instances("what")] == ["good"]
+    async with registry.discovery("what") as cache:
+        assert ids(cache) == ["good"]
+        assert cache.pick().port == 9099
+        # a readable instance that becomes unreadable is no longer handed out
+        await zk.set(f"{base}/good", b'["127.0.0.1", "99999"]')
+        await eventually(lambda: ids(cache) == [], 10)
+    skipped = {r.getMessage() for r in caplog.records if "unreadable instance" in r.getMessage()}
+    assert all(any(f"what/{name}" in m for m in skipped) for name in MALFORMED), skipped
+    session = ["--zk", zk_server.hosts, "--namespace", zk.namespace]
+    where = ["--base", "/service/business", "--service", "what"]
+    cmd = [sys.executable, "-m", "services", "discover", *session, *where]
+    await zk.set(f"{base}/good", b'["127.0.0.1", "9099"]')
+    with anyio.fail_after(30):
+        out = await anyio.run_process(cmd, check=False)
+    assert out.returncode == 0, out.stderr.decode()
+    assert b"9099" in out.stdout and b"Traceback" not in out.stderr
