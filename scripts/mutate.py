@@ -381,6 +381,13 @@ M = [
         "            old = None\n            if old is not None:  # it was readable",
         [R + "test_discovery.py::test_malformed_instances_are_skipped_and_logged_never_fatal"],
     ),
+    (
+        "SUSPENDED before the term's listener missed",
+        "aiocoord/recipes/election.py",
+        "        if not client.state.live:  # changed before the listener was there: not missed",
+        "        if False:",
+        [R + "test_election.py::test_suspended_before_the_terms_listener_is_not_missed"],
+    ),
 ]
 
 

@@ -258,6 +258,8 @@ class Election:
                 term._end("session suspended")
 
         client.add_listener(on_session)
+        if not client.state.live:  # changed before the listener was there: not missed
+            on_session(SessionEvent(client.state, client.session_id, None))
         try:
             with anyio.CancelScope() as scope:
                 term._scope = scope

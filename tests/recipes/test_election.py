@@ -8,6 +8,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import anyio
 import anyio.abc
@@ -23,7 +24,13 @@ from aiocoord import (
     SessionState,
     Term,
 )
-from aiocoord.testing import ZooKeeperEnsemble, ZooKeeperServer, expire_session, four_letter_word
+from aiocoord.testing import (
+    TcpProxy,
+    ZooKeeperEnsemble,
+    ZooKeeperServer,
+    expire_session,
+    four_letter_word,
+)
 from tests.helpers import eventually, read_line, wait_state
 
 LEADER_PROCESS = Path(__file__).with_name("leader_process.py")
@@ -371,3 +378,32 @@ async def test_sigstopped_leader_is_fenced_and_cancelled_when_it_resumes(
             assert (await zk.get("/fenced"))[0] == b"new"  # none of its writes landed
             assert all(line.startswith("guard-failed") for line in lines[:-1])
             new.release.set()
+
+
+class _SuspendsAfterTheLeaderCheck(Client):
+    """A client whose connection is cut right after the new leader's node check is answered,
+    and which reports that check only once SUSPENDED is announced: the session changes between
+    taking leadership and the term's listener being there (the race this pins)."""
+
+    proxy: TcpProxy
+
+    async def exists(self, path: str, *, watch: Any = None) -> Any:
+        stat = await super().exists(path, watch=watch)
+        if getattr(watch, "__name__", "") == "_on_node_event":
+            self.proxy.cut()
+            await eventually(lambda: self.state is SessionState.SUSPENDED, timeout=10)
+        return stat
+
+
+async def test_suspended_before_the_terms_listener_is_not_missed(
+    zk_server: ZooKeeperServer, namespace: str
+) -> None:
+    with TcpProxy.to(zk_server.hosts) as proxy:
+        client = _SuspendsAfterTheLeaderCheck(
+            proxy.address, namespace=namespace, session_timeout=20
+        )
+        client.proxy = proxy
+        async with client:
+            with anyio.fail_after(15), pytest.raises(LeadershipLost):
+                async with Election(client, "/election").lead():
+                    await anyio.sleep_forever()
