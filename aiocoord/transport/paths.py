@@ -37,11 +37,14 @@ def validate_path(path: str, *, sequential: bool = False) -> str:
         return path
     if checked[-1] == "/":
         raise InvalidPath(f"path must not end with '/': {path!r}")
+    plain = checked.isascii() and checked.isprintable()  # no character to refuse: the usual
     for segment in checked[1:].split("/"):
         if segment == "":
             raise InvalidPath(f"empty node name (double '/') in {path!r}")
         if segment in (".", ".."):
             raise InvalidPath(f"relative path component {segment!r} in {path!r}")
+        if plain:
+            continue
         for c in segment:
             if _bad_char(c):
                 raise InvalidPath(f"invalid character {c!r} (U+{ord(c):04X}) in {path!r}")

@@ -13,6 +13,7 @@ connection.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable, Sequence
 from typing import ClassVar, Final, Generic, TypeVar
 
@@ -210,6 +211,12 @@ class GetChildren2(_WatchingRead[tuple[list[str], ZnodeStat]]):
 
 
 def _acls(acl: Sequence[ACL]) -> bytes:
+    return _encoded_acls(tuple(acl))
+
+
+@functools.lru_cache(maxsize=64)
+def _encoded_acls(acl: tuple[ACL, ...]) -> bytes:
+    """ACL lists repeat (the client's default on every create): encoded once each."""
     buf = bytearray()
     jute.acls.write(buf, acl)
     return bytes(buf)
