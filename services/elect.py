@@ -1,9 +1,34 @@
 """``aiocoord elect``: the HA runner. Runs a command only while this process leads an election.
 
-On leadership loss the command gets SIGTERM, then SIGKILL after ``--grace`` seconds. When the
-command exits by itself, the runner resigns (so a standby takes over) and contends again. On
-SIGTERM/SIGINT the runner stops the command, resigns and closes its session. The command never
-outlives the runner, even a runner killed with SIGKILL (Linux PR_SET_PDEATHSIG).
+Contend in the election at --path; while this process is one of the --leaders leaders, run CMD.
+CMD runs in a process group of its own, and the runner stops the whole group: SIGTERM, then
+SIGKILL once --grace seconds have passed with a process of the group still running.
+
+  Leadership lost (disconnected, session lost, candidate node deleted): stop CMD, with a grace
+    of at most 1/6 of the negotiated session timeout T. The runner notices a silent server 2/3 T
+    after the last frame it received (plus one tick, at most T/10), and the server expires the
+    session no sooner than T after it: CMD is dead before a standby can lead. Not so with
+    --tolerate-suspended, which stops CMD only when the session is lost.
+  SIGTERM/SIGINT: stop CMD (with --grace), resign, exit 0.
+  The runner dies, even by SIGKILL: a small reaper process it started stops CMD's group (with
+    the grace of a leadership loss).
+  CMD exits: stop what is left of its group, resign, and contend again after 1 s, twice as long
+    after each exit up to --max-backoff, back to 1 s after a run of --max-backoff or longer.
+    With --once, exit with CMD's status instead.
+
+CMD must not daemonize: a process that calls setsid() or setpgid() leaves the group and is not
+stopped. A paused runner (SIGSTOP, a long GC pause, a frozen VM) cannot stop CMD: its session
+expires, a standby's CMD starts while this one still runs. Fence what CMD writes with its token.
+
+CMD's environment: AIOCOORD_LEADER_TOKEN, the fencing token: the candidate node's czxid in
+decimal (greater in each later term); AIOCOORD_LEADER_PATH, the candidate node's path on the
+server (namespace included; it exists exactly while the term lasts); AIOCOORD_LEADER_RANK, 0 to
+N-1 among the --leaders N.
+
+Exit status: 0 after SIGTERM/SIGINT; with --once, CMD's (128+N when a signal N killed it); 1 on
+an error (ZooKeeper unreachable, --timeout passed, leadership lost under --once); 127 when CMD is
+not found. Candidates are <path>/worker<seq> ephemeral-sequential nodes, shared with
+kazoo/zkpython scripts.
 """
 
 from __future__ import annotations
@@ -13,32 +38,44 @@ import asyncio
 import ctypes
 import ctypes.util
 import logging
+import math
 import os
+import shutil
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 import anyio
 
 import aiocoord
 
-from .common import add_session_options, run_service, session
-from .metrics import leading, serving
+from .common import add_session_options, session
+from .metrics import Metrics, leading, serving
+from .reaper import SCRIPT, group_alive, signal_group
 
 log = logging.getLogger("aiocoord.elect")
 
 _PR_SET_PDEATHSIG = 1
+DEFAULT_GRACE = 10.0
+#: on leadership loss the grace is at most this share of the negotiated session timeout
+LOSS_GRACE_SHARE = 1 / 6
+FIRST_RESTART_DELAY = 1.0
+_POLL = 0.05  # how often a stopping group is looked at
+_REAP_LIMIT = 5.0  # how long a killed CMD may take to be reaped
+
+
+class ElectError(Exception):
+    """Ends the runner with a one-line error and exit status 1."""
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "elect",
         help="run a command only while this process leads an election",
-        description="Contend in the election at --path; while this process is one of the "
-        "--leaders leaders, run CMD. Leadership lost: CMD gets SIGTERM, then SIGKILL after "
-        "--grace seconds. CMD exited: resign and contend again. SIGTERM/SIGINT: stop CMD, "
-        "resign, exit 0. Candidates are <path>/worker<seq> ephemeral-sequential nodes, shared "
-        "with kazoo/zkpython scripts.",
+        description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         usage="%(prog)s --path P [options] -- CMD [ARGS...]",
     )
     add_session_options(p)
@@ -46,15 +83,51 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--leaders", type=int, default=1, metavar="N", help="leaders at once (1)")
     p.add_argument("--identity", default=None, help="stored in the candidate node (hostname:pid)")
     p.add_argument(
-        "--grace", type=float, default=10.0, metavar="SECONDS", help="SIGTERM to SIGKILL (10)"
+        "--grace",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help=f"SIGTERM to SIGKILL ({DEFAULT_GRACE:g}); on leadership loss at most 1/6 of the "
+        "session timeout (a warning says so when SECONDS is more)",
     )
     p.add_argument(
         "--tolerate-suspended",
         action="store_true",
-        help="keep CMD running while disconnected, until the session is lost",
+        help="keep CMD running while disconnected, until the session is lost (then a standby's "
+        "CMD may already run: fence CMD's writes)",
+    )
+    p.add_argument(
+        "--once",
+        action="store_true",
+        help="run CMD once while leading, then resign and exit with CMD's status",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="give up (exit 1) when not leading SECONDS after the start (default: wait)",
+    )
+    p.add_argument(
+        "--max-backoff",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="longest wait before contending again after CMD exited (60)",
     )
     p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD ARGS...")
     p.set_defaults(func=main)
+
+
+def loss_grace(grace: float, session_timeout: float) -> float:
+    """The SIGTERM-to-SIGKILL grace on leadership loss: CMD must be dead before the server can
+    expire the session (see the module docstring for the arithmetic)."""
+    return min(grace, session_timeout * LOSS_GRACE_SHARE)
+
+
+def exit_status(returncode: int) -> int:
+    """A process's status as a shell gives it: 128+N when signal N killed it."""
+    return 128 - returncode if returncode < 0 else returncode
 
 
 def _die_with_parent(parent: int) -> Callable[[], None]:
@@ -71,27 +144,143 @@ def _die_with_parent(parent: int) -> Callable[[], None]:
     return preexec
 
 
-async def _stop(proc: asyncio.subprocess.Process, grace: float) -> None:
-    if proc.returncode is not None:
-        return
-    log.info("stopping command (pid %d): SIGTERM", proc.pid)
+class Reaper:
+    """The reaper process (``services/reaper.py``): told which process group CMD runs in, it
+    stops that group when the runner dies and closes its end of the pipe, SIGKILL included."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self._proc = proc
+
+    def watch(self, pgid: int, grace: float) -> None:
+        """The group to stop (0: none) and its grace. No await: nothing can cancel it."""
+        assert self._proc.stdin is not None
+        self._proc.stdin.write(f"{pgid} {grace!r}\n".encode())
+
+
+@asynccontextmanager
+async def reaper() -> AsyncIterator[Reaper]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-I", SCRIPT, stdin=asyncio.subprocess.PIPE
+    )
+    try:
+        yield Reaper(proc)
+    finally:
+        with anyio.CancelScope(shield=True):
+            assert proc.stdin is not None
+            proc.stdin.close()  # EOF: the reaper stops the group it was last told of, and exits
+            with anyio.move_on_after(_REAP_LIMIT):
+                await proc.wait()
+
+
+async def _stop(
+    proc: asyncio.subprocess.Process, grace: float, lost_grace: float, term: aiocoord.Term
+) -> None:
+    """Stop CMD's process group: SIGTERM, then SIGKILL after ``grace``, or ``lost_grace`` after
+    the term was found lost (also while stopping: a shutdown met by a partition)."""
+    pgid = proc.pid
     with anyio.CancelScope(shield=True):
-        proc.terminate()
-        with anyio.move_on_after(grace):
-            await proc.wait()
-        if proc.returncode is None:
-            log.warning("command (pid %d) still running after %gs: SIGKILL", proc.pid, grace)
-            proc.kill()
+        if group_alive(pgid):
+            log.info("stopping command (process group %d): SIGTERM", pgid)
+            signal_group(pgid, signal.SIGTERM)
+            now = started = anyio.current_time()
+            deadline, lost = now + grace, False
+            while group_alive(pgid):
+                if not lost and term.lost is not None:
+                    lost = True
+                    deadline = min(deadline, now + lost_grace)
+                if now >= deadline:
+                    log.warning(
+                        "command (process group %d) still running after %.1fs: SIGKILL",
+                        pgid,
+                        now - started,
+                    )
+                    signal_group(pgid, signal.SIGKILL)
+                    break
+                await anyio.sleep(_POLL)
+                now = anyio.current_time()
+        with anyio.move_on_after(_REAP_LIMIT):
             await proc.wait()
     log.info("command stopped (exit %s)", proc.returncode)
 
 
-async def _run(args: argparse.Namespace, cmd: list[str]) -> None:
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How one run of CMD ended: its exit status and how long it ran."""
+
+    status: int
+    ran: float
+
+
+class Runner:
+    """Runs CMD for a leadership term."""
+
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        cmd: list[str],
+        zk: aiocoord.Client,
+        reaper: Reaper,
+        metrics: Metrics,
+    ) -> None:
+        self._args = args
+        self._cmd = cmd
+        self._zk = zk
+        self._reaper = reaper
+        self._metrics = metrics
+        self.grace = DEFAULT_GRACE if args.grace is None else args.grace
+
+    def loss_grace(self) -> float:
+        return loss_grace(self.grace, self._zk.negotiated_timeout)
+
+    def _environment(self, term: aiocoord.Term) -> dict[str, str]:
+        namespace = self._zk.namespace.rstrip("/")
+        return {
+            **os.environ,
+            "AIOCOORD_LEADER_TOKEN": str(term.token.czxid),
+            "AIOCOORD_LEADER_PATH": namespace + term.path,
+            "AIOCOORD_LEADER_RANK": str(term.rank),
+        }
+
+    async def lead(self, term: aiocoord.Term) -> Outcome:
+        cmd = self._cmd
+        log.info("leading (rank %d, token %d): starting %s", term.rank, term.token.czxid, cmd)
+        with anyio.CancelScope(shield=True):  # a started CMD is always stopped by the finally
+            try:
+                proc = await asyncio.create_subprocess_exec(
+                    *cmd, env=self._environment(term), preexec_fn=_die_with_parent(os.getpid())
+                )
+            except OSError as exc:
+                log.error("cannot start %s: %s", cmd[0], exc)
+                return Outcome(127, 0.0)
+        started = anyio.current_time()
+        try:
+            self._reaper.watch(proc.pid, self.loss_grace())
+            with leading(self._metrics, self._args.path):
+                await proc.wait()
+        finally:
+            await _stop(proc, self.grace, self.loss_grace(), term)
+            self._reaper.watch(0, 0.0)
+        assert proc.returncode is not None
+        return Outcome(exit_status(proc.returncode), anyio.current_time() - started)
+
+
+async def _run(args: argparse.Namespace, cmd: list[str]) -> int:
     identity = args.identity or f"{os.uname().nodename}:{os.getpid()}"
     async with (
+        reaper() as reaper_,
         session(args) as zk,
         serving(args, "elect", zk) as metrics,
     ):
+        runner = Runner(args, cmd, zk, reaper_, metrics)
+        bound = loss_grace(math.inf, zk.negotiated_timeout)
+        if args.grace is not None and args.grace > bound:
+            log.warning(
+                "--grace %g: on leadership loss CMD is killed after %.2fs (1/6 of the %gs "
+                "session timeout), so that it is dead before the session can expire",
+                runner.grace,
+                bound,
+                zk.negotiated_timeout,
+            )
         election = aiocoord.Election(
             zk,
             args.path,
@@ -100,23 +289,37 @@ async def _run(args: argparse.Namespace, cmd: list[str]) -> None:
             tolerate_suspended=args.tolerate_suspended,
         )
         log.info("contending at %s as %s", args.path, identity)
+        waiting = anyio.CancelScope()
+        if args.timeout is not None:
+            waiting.deadline = anyio.current_time() + args.timeout
 
-        async def lead(term: aiocoord.Term) -> int:
-            log.info("leading (rank %d, token 0x%x): starting %s", term.rank, term.token.czxid, cmd)
-            proc = await asyncio.create_subprocess_exec(
-                *cmd, preexec_fn=_die_with_parent(os.getpid())
-            )
-            try:
-                with leading(metrics, args.path):
-                    code = await proc.wait()
-            finally:
-                await _stop(proc, args.grace)
-            return code
+        async def lead(term: aiocoord.Term) -> Outcome:
+            waiting.deadline = math.inf  # leading: --timeout is met
+            return await runner.lead(term)
 
-        while True:
-            code = await election.run(lead)
-            log.warning("command exited with %d: resigned, contending again", code)
-            await anyio.sleep(1.0)  # let a standby take its turn first
+        with waiting:
+            if args.once:
+                try:
+                    async with election.lead() as term:
+                        outcome = await lead(term)
+                except aiocoord.LeadershipLost as exc:
+                    raise ElectError(f"leadership lost while CMD ran (CMD stopped): {exc}") from exc
+                log.info("command exited with %d: resigned", outcome.status)
+                return outcome.status
+            delay = FIRST_RESTART_DELAY
+            while True:
+                outcome = await election.run(lead)
+                if outcome.ran >= args.max_backoff:
+                    delay = FIRST_RESTART_DELAY  # it ran well for a while: a fresh failure
+                log.warning(
+                    "command exited with %d after %.1fs: resigned, contending again in %gs",
+                    outcome.status,
+                    outcome.ran,
+                    delay,
+                )
+                await anyio.sleep(delay)  # let a standby take its turn first
+                delay = min(delay * 2, args.max_backoff)
+        raise ElectError(f"not leading after {args.timeout:g}s (--timeout): gave up")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -126,4 +329,13 @@ def main(args: argparse.Namespace) -> int:
     if not cmd:
         print("aiocoord elect: no command given (put it after --)", file=sys.stderr)
         return 2
-    return run_service(log, _run, args, cmd)
+    if shutil.which(cmd[0]) is None:
+        print(f"aiocoord elect: error: command not found: {cmd[0]}", file=sys.stderr)
+        return 127
+    try:
+        status = aiocoord.run(_run, args, cmd)
+    except (aiocoord.ConnectError, ElectError) as exc:
+        print(f"aiocoord elect: error: {exc}", file=sys.stderr)
+        return 1
+    log.info("stopped")
+    return 0 if status is None else status
