@@ -388,6 +388,163 @@ M = [
         "        if False:",
         [R + "test_election.py::test_suspended_before_the_terms_listener_is_not_missed"],
     ),
+    (
+        "elect signals only CMD, not its process group",
+        "services/reaper.py",
+        "        os.killpg(pgid, signum)",
+        "        os.kill(pgid, signum)",
+        [
+            S + "test_elect.py::test_the_whole_process_tree_stops_on_leadership_loss",
+            S + "test_elect.py::test_the_whole_process_tree_stops_when_the_runner_is_sigkilled",
+        ],
+    ),
+    (
+        "elect never SIGKILLs a stubborn group",
+        "services/elect.py",
+        "                    signal_group(pgid, signal.SIGKILL)\n",
+        "",
+        [S + "test_elect.py::test_the_whole_process_tree_stops_on_leadership_loss"],
+    ),
+    (
+        "elect reaper does nothing at EOF",
+        "services/reaper.py",
+        "    if pgid:\n        stop_group(pgid, grace)",
+        "    if pgid:\n        pass",
+        [S + "test_elect.py::test_the_whole_process_tree_stops_when_the_runner_is_sigkilled"],
+    ),
+    (
+        "elect reaper never SIGKILLs",
+        "services/reaper.py",
+        "            signal_group(pgid, signal.SIGKILL)\n            return",
+        "            return",
+        [S + "test_elect.py::test_the_whole_process_tree_stops_when_the_runner_is_sigkilled"],
+    ),
+    (
+        "elect reaper not told of CMD's group",
+        "services/elect.py",
+        "            self._reaper.watch(proc.pid, self.loss_grace())",
+        "            pass",
+        [S + "test_elect.py::test_the_whole_process_tree_stops_when_the_runner_is_sigkilled"],
+    ),
+    (
+        "elect leaves what an exited CMD left behind",
+        "services/elect.py",
+        "        if group_alive(pgid):",
+        "        if proc.returncode is None:",
+        [S + "test_elect.py::test_what_a_command_leaves_behind_when_it_exits_is_stopped"],
+    ),
+    (
+        "elect grace on leadership loss not bounded",
+        "services/elect.py",
+        "    return min(grace, session_timeout * LOSS_GRACE_SHARE)",
+        "    return grace",
+        [
+            S
+            + "test_elect.py::test_a_partitioned_runner_kills_its_command_before_its_session_can_expire"
+        ],
+    ),
+    (
+        "elect grace not cut by a loss during a stop",
+        "services/elect.py",
+        "                    deadline = min(deadline, now + lost_grace)",
+        "                    pass",
+        [
+            S
+            + "test_elect.py::test_a_runner_stopping_its_command_meets_a_partition_and_cuts_its_grace"
+        ],
+    ),
+    (
+        "elect token not in CMD's environment",
+        "services/elect.py",
+        '            "AIOCOORD_LEADER_TOKEN": str(term.token.czxid),',
+        '            "AIOCOORD_LEADER_TOKEN": "0",',
+        [S + "test_elect.py::test_the_command_gets_its_term_in_its_environment"],
+    ),
+    (
+        "elect long grace not warned",
+        "services/elect.py",
+        "        if args.grace is not None and args.grace > bound:",
+        "        if False:",
+        [S + "test_elect.py::test_a_grace_longer_than_the_session_allows_is_warned"],
+    ),
+    (
+        "elect restarts without backoff",
+        "services/elect.py",
+        "                delay = min(delay * 2, args.max_backoff)",
+        "                delay = FIRST_RESTART_DELAY",
+        [
+            S
+            + "test_elect.py::test_a_command_that_keeps_failing_is_restarted_ever_later_up_to_the_cap"
+        ],
+    ),
+    (
+        "elect backoff without a cap",
+        "services/elect.py",
+        "                delay = min(delay * 2, args.max_backoff)",
+        "                delay = delay * 2",
+        [
+            S
+            + "test_elect.py::test_a_command_that_keeps_failing_is_restarted_ever_later_up_to_the_cap"
+        ],
+    ),
+    (
+        "elect backoff never reset",
+        "services/elect.py",
+        "                    delay = FIRST_RESTART_DELAY  # it ran well for a while: a fresh failure",
+        "                    pass",
+        [
+            S
+            + "test_elect.py::test_a_command_that_keeps_failing_is_restarted_ever_later_up_to_the_cap"
+        ],
+    ),
+    (
+        "elect --once drops CMD's status",
+        "services/elect.py",
+        "                return outcome.status",
+        "                return 0",
+        [
+            S
+            + "test_elect.py::test_once_runs_the_command_once_then_resigns_and_exits_with_its_status"
+        ],
+    ),
+    (
+        "elect --once leadership loss not an error",
+        "services/elect.py",
+        "                except aiocoord.LeadershipLost as exc:\n",
+        "                except aiocoord.LeadershipLost as exc:\n                    return 0\n",
+        [S + "test_elect.py::test_once_fails_when_leadership_is_lost_while_the_command_runs"],
+    ),
+    (
+        "elect --timeout ignored",
+        "services/elect.py",
+        "            waiting.deadline = anyio.current_time() + args.timeout",
+        "            pass",
+        [S + "test_elect.py::test_timeout_gives_up_waiting_for_leadership"],
+    ),
+    (
+        "elect --timeout counts while leading",
+        "services/elect.py",
+        "            waiting.deadline = math.inf  # leading: --timeout is met",
+        "            pass",
+        [S + "test_elect.py::test_timeout_no_longer_counts_once_leading"],
+    ),
+    (
+        "elect missing command not checked",
+        "services/elect.py",
+        "    if shutil.which(cmd[0]) is None:",
+        "    if False:",
+        [S + "test_elect.py::test_a_missing_command_is_a_one_line_error"],
+    ),
+    (
+        "elect spawn failure crashes the runner",
+        "services/elect.py",
+        "            except OSError as exc:",
+        "            except ValueError as exc:",
+        [
+            S
+            + "test_elect.py::test_a_command_that_cannot_start_counts_as_a_failure_and_is_tried_again"
+        ],
+    ),
 ]
 
 
