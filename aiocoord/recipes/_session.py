@@ -1,10 +1,12 @@
-"""What the recipes share about the session: which errors a retry after reconnecting cures, and
-holding an ephemeral node that a previous session of ours may still hold."""
+"""The recipes' shared primitives: which errors a retry after reconnecting cures, a one-shot
+watch wakeup, a session-listener scope, and holding an ephemeral node that a previous session of
+ours may still hold. (Deletes owed after a blip are the client's: ``Client.delete_ephemeral``.)"""
 
 from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Callable, Iterator
 
 import anyio
 
@@ -16,10 +18,43 @@ from ..transport.errors import (
     RequestTimeout,
     SessionExpired,
 )
-from ..transport.types import WatchEvent, ZnodeStat
+from ..transport.types import SessionEvent, WatchEvent, ZnodeStat
 
 #: errors after which the recipes wait for the session and try again
 RETRYABLE = (ConnectionLoss, RequestTimeout, SessionExpired)
+
+
+class Wakeup:
+    """A one-shot wakeup for watch-driven waits: pass ``wakeup.watch`` as the watcher of the
+    reads that decide whether to wait, then ``await wakeup.wait()``: it returns once any of them
+    fired (or ``set()`` was called). One per wait: a fired watch is gone."""
+
+    __slots__ = ("_event",)
+
+    def __init__(self) -> None:
+        self._event = anyio.Event()
+
+    def watch(self, _event: WatchEvent) -> None:
+        self._event.set()
+
+    def set(self) -> None:
+        self._event.set()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    async def wait(self) -> None:
+        await self._event.wait()
+
+
+@contextlib.contextmanager
+def listening(client: Client, listener: Callable[[SessionEvent], object]) -> Iterator[None]:
+    """``listener`` receives the client's session events while the block runs."""
+    client.add_listener(listener)
+    try:
+        yield
+    finally:
+        client.remove_listener(listener)
 
 
 async def hold_ephemeral(
@@ -37,12 +72,8 @@ async def hold_ephemeral(
         try:
             await client.create(path, data, ephemeral=True, makepath=True)
         except NodeExists:
-            gone = anyio.Event()
-
-            def on_change(_event: WatchEvent, gone: anyio.Event = gone) -> None:
-                gone.set()
-
-            stat = await client.exists(path, watch=on_change)
+            gone = Wakeup()
+            stat = await client.exists(path, watch=gone.watch)
             if stat is None:
                 continue
             if stat.ephemeral_owner != session:
@@ -51,7 +82,7 @@ async def hold_ephemeral(
                 await gone.wait()
                 continue
             with contextlib.suppress(CoordError):
-                await client.remove_watch(path, on_change)
+                await client.remove_watch(path, gone.watch)
             await client.set(path, data)
         except (ConnectionLoss, RequestTimeout):
             continue  # created or not: the next round finds out

@@ -44,6 +44,7 @@ from ..transport.errors import (
 )
 from ..transport.paths import validate_path
 from ..transport.types import Op, OpResult, SessionEvent, SessionState, WatchEvent
+from ._session import Wakeup, listening
 
 __all__ = ["Candidate", "Election", "FencingToken", "LeadershipLost", "Term"]
 
@@ -203,15 +204,11 @@ class Election:
     async def _leader_changes(self) -> AsyncIterator[list[Candidate]]:
         last: list[str] | None = None
         while True:
-            changed = anyio.Event()
-
-            def wake(_event: WatchEvent, changed: anyio.Event = changed) -> None:
-                changed.set()
-
+            changed = Wakeup()
             try:
-                await self._client.children(self.path, watch=wake)
+                await self._client.children(self.path, watch=changed.watch)
             except NoNode:
-                await self._client.exists(self.path, watch=wake)
+                await self._client.exists(self.path, watch=changed.watch)
             leaders = await self.current_leaders()
             paths = [c.path for c in leaders]
             if paths != last:
@@ -257,17 +254,15 @@ class Election:
             elif event.state is SessionState.SUSPENDED and not self.tolerate_suspended:
                 term._end("session suspended")
 
-        client.add_listener(on_session)
-        if not client.state.live:  # changed before the listener was there: not missed
-            on_session(SessionEvent(client.state, client.session_id, None))
         try:
-            with anyio.CancelScope() as scope:
+            with listening(client, on_session), anyio.CancelScope() as scope:
+                if not client.state.live:  # changed before the listener was there: not missed
+                    on_session(SessionEvent(client.state, client.session_id, None))
                 term._scope = scope
                 if term.lost is not None:
                     scope.cancel()
                 yield term
         finally:
-            client.remove_listener(on_session)
             with contextlib.suppress(CoordError):
                 await client.remove_watch(term.path, term._on_node_event)
             resign = not (term.lost is not None and keep_candidacy and self._node_session)
@@ -348,14 +343,10 @@ class Election:
                     if term is not None:
                         return term
                     continue
-                woken = anyio.Event()
-
-                def wake(_event: WatchEvent, woken: anyio.Event = woken) -> None:
-                    woken.set()
-
+                woken = Wakeup()
                 ahead = order[: self.leaders] if rank == self.leaders else [order[rank - 1]]
                 for other in ahead:
-                    if await client.exists(f"{self.path}/{other}", watch=wake) is None:
+                    if await client.exists(f"{self.path}/{other}", watch=woken.watch) is None:
                         woken.set()
                 async with client.session_events() as feed, anyio.create_task_group() as tg:
 
@@ -371,7 +362,7 @@ class Election:
                 self._wakeups += 1
                 for other in ahead:  # the watches that did not fire are not needed any more
                     with contextlib.suppress(CoordError):
-                        await client.remove_watch(f"{self.path}/{other}", wake)
+                        await client.remove_watch(f"{self.path}/{other}", woken.watch)
             except (ConnectionLoss, SessionExpired, RequestTimeout) as exc:
                 log.info("%s: contending again after %s", self.path, exc)
             except NodeExists:  # pragma: no cover - sequential creates do not collide
