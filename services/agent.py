@@ -1,7 +1,11 @@
 """``aiocoord agent``: the config agent. Contends in an election; only the leader listens on the
 trigger port and publishes (every publish guarded by its leadership term). Failover moves the
 listener: the new leader binds the same address (retrying while a paused old leader still holds
-it), and a deposed leader's publishes fail before they reach the history."""
+it), and a deposed leader's publishes fail before they reach the history.
+
+A leader that cannot bind its address within ``BIND_ATTEMPTS`` tries resigns, so that a standby
+that can serve takes over, and contends again only after a backoff (``FIRST_BACKOFF``, doubled on
+each such resignation up to ``MAX_BACKOFF``)."""
 
 from __future__ import annotations
 
@@ -19,6 +23,17 @@ from .common import add_session_options, parse_address, run_service, session
 from .metrics import counts, leading, serving
 
 log = logging.getLogger("aiocoord.agent")
+
+#: binding the trigger address: tries (every BIND_RETRY seconds) before the leader resigns
+BIND_ATTEMPTS = 10
+BIND_RETRY = 0.5
+#: after resigning for want of the address: first wait before contending again, and the cap
+FIRST_BACKOFF = 2.0
+MAX_BACKOFF = 60.0
+
+
+class CannotListen(Exception):
+    """The leader could not bind the trigger address (it resigns and contends again later)."""
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -49,6 +64,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--retention", type=int, default=100, metavar="N", help="versions kept (100)")
     p.add_argument(
         "--max-frame", type=int, default=2 * 1024 * 1024, metavar="BYTES", help="(2 MiB)"
+    )
+    p.add_argument(
+        "--allow-empty",
+        action="store_true",
+        help="publish empty (or whitespace-only) data; refused with empty_data by default",
     )
     p.set_defaults(func=main)
 
@@ -85,25 +105,46 @@ async def _run(args: argparse.Namespace) -> None:
                 return await store.publish(request.data, key=request.key, term=term)
 
             server = aiocoord.TriggerServer(
-                {"ADD": add}, token=args.token, max_frame=args.max_frame
+                {"ADD": add},
+                token=args.token,
+                max_frame=args.max_frame,
+                allow_empty=args.allow_empty,
             )
             servers.append(server)
             log.info("leading (token 0x%x): serving triggers on %s", term.token.czxid, args.listen)
             with leading(metrics, election.path):
                 await _serve(server, host, port, args.listen)
 
-        await election.run(lead)
+        backoff = FIRST_BACKOFF
+        while True:
+            try:
+                await election.run(lead)
+                return
+            except CannotListen as exc:
+                log.error("%s: resigned; contending again in %gs", exc, backoff)
+            await anyio.sleep(backoff)
+            backoff = min(backoff * 2, MAX_BACKOFF)
 
 
 async def _serve(server: aiocoord.TriggerServer, host: str, port: int, listen: str) -> None:
+    """Serve until cancelled; raises ``CannotListen`` after ``BIND_ATTEMPTS`` binds in a row
+    found the address in use (a paused old leader, or another program)."""
+    failures = 0
     while True:
         try:
             await server.serve(host, port)
         except OSError as exc:
             if exc.errno != errno.EADDRINUSE:
                 raise
-            log.warning("%s is still in use (an old leader?): retrying", listen)
-            await anyio.sleep(0.5)
+            failures += 1
+            if failures >= BIND_ATTEMPTS:
+                raise CannotListen(
+                    f"{listen} still in use after {failures} tries in "
+                    f"{(failures - 1) * BIND_RETRY:g}s"
+                ) from exc
+            log.warning("%s is in use (an old leader?): retrying (%d/%d)", listen, failures,
+                        BIND_ATTEMPTS)  # fmt: skip
+            await anyio.sleep(BIND_RETRY)
 
 
 def main(args: argparse.Namespace) -> int:

@@ -12,9 +12,16 @@ Two framings on one port, told apart by the first byte of a connection:
   connection.
 
 Every bad input gets an error reply with a code and publishes nothing; the server keeps serving.
-Codes: ``bad_request`` ``bad_json`` ``bad_encoding`` ``unknown_command`` ``frame_too_large``
-``slow_client`` ``unauthorized`` ``busy`` ``too_large`` ``unavailable`` ``internal``. A frame
-that is too large or too slow ends its connection (the stream cannot be resynchronised).
+Codes: ``bad_request`` ``bad_json`` ``bad_encoding`` ``unknown_command`` ``empty_data``
+``frame_too_large`` ``slow_client`` ``unauthorized`` ``busy`` ``too_large`` ``unavailable``
+``internal``. A frame that is too large or too slow ends its connection (the stream cannot be
+resynchronised). Empty data (none, or only whitespace; a framed request without ``data``
+included) is ``empty_data`` unless the server allows it.
+
+Idle and slow connections cannot starve the port: a connection must send its first byte within
+``first_byte_timeout`` (5 s) and each request within ``frame_timeout`` (10 s); at
+``max_connections`` (1024) a new connection evicts the oldest one that is not being served
+(waiting for a request, or sending one), and is told ``busy`` only when every one is in a handler.
 
 The server knows nothing of configs: it calls a handler per command (the config agent gives one).
 """
@@ -27,8 +34,8 @@ import hmac
 import ipaddress
 import logging
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Final, Self
 
@@ -92,8 +99,10 @@ class TriggerServer:
 
     ``token``: when set, every request must carry it (framed mode only). ``max_frame``: bytes
     per request. ``frame_timeout``: seconds a request may take to arrive once started.
-    ``idle_timeout``: seconds a connection may wait between requests. ``max_connections``:
-    connections served at once (more get ``busy``).
+    ``first_byte_timeout``: seconds a new connection may take to start its first request.
+    ``idle_timeout``: seconds a framed connection may wait between requests.
+    ``max_connections``: connections open at once; one more evicts the oldest that is not in a
+    handler (``busy`` when all are). ``allow_empty``: accept empty (or whitespace) data.
     """
 
     def __init__(
@@ -103,8 +112,10 @@ class TriggerServer:
         token: str | None = None,
         max_frame: int = DEFAULT_MAX_FRAME,
         frame_timeout: float = 10.0,
+        first_byte_timeout: float = 5.0,
         idle_timeout: float = 60.0,
-        max_connections: int = 64,
+        max_connections: int = 1024,
+        allow_empty: bool = False,
     ) -> None:
         if not handlers:
             raise ValueError("a trigger server needs at least one command")
@@ -112,12 +123,16 @@ class TriggerServer:
         self._token = token.encode() if token else None
         self.max_frame = max_frame
         self.frame_timeout = frame_timeout
+        self.first_byte_timeout = first_byte_timeout
         self.idle_timeout = idle_timeout
         self.max_connections = max_connections
-        self._active = 0
+        self.allow_empty = allow_empty
+        self._open: dict[_Open, None] = {}  # admitted connections, oldest first
         self._connections: set[asyncio.Task[Any]] = set()
         #: requests by outcome: "ok" or an error code (for metrics and tests)
         self.counts: Counter[str] = Counter()
+        #: connections closed to make room for a newer one
+        self.evicted = 0
 
     @staticmethod
     def check_address(host: str, has_token: bool) -> None:
@@ -155,32 +170,30 @@ class TriggerServer:
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         host, port = writer.get_extra_info("peername")[:2]
-        peer = f"{host}:{port}"
+        conn = _Open(f"{host}:{port}")
         task = asyncio.current_task()
         assert task is not None
         self._connections.add(task)
         try:
-            if self._active >= self.max_connections:
-                message = f"too many connections (limit {self.max_connections})"
-                self._reject(peer, "busy", message)
-                writer.write(f"ERR busy {message}\n".encode())
-            else:
-                self._active += 1
+            if self._admit(conn):
                 try:
-                    await self._serve_connection(reader, writer, peer)
+                    with conn.scope:
+                        await self._serve_connection(reader, writer, conn)
                 finally:
-                    self._active -= 1
-        except TimeoutError:
-            log.info("trigger connection from %s idle for %gs: closed", peer, self.idle_timeout)
+                    self._open.pop(conn, None)
+            else:
+                message = f"too many connections (limit {self.max_connections}), all being served"
+                self._reject(conn.peer, "busy", message)
+                writer.write(f"ERR busy {message}\n".encode())
+            if not conn.scope.cancel_called:  # (an evicted one is closed at once)
+                with contextlib.suppress(ConnectionError, OSError, RuntimeError):
+                    await _linger(reader, writer)
         except (ConnectionError, OSError, RuntimeError) as exc:  # (uvloop: "handler is closed")
-            log.info("trigger connection from %s failed: %s", peer, exc)
+            log.info("trigger connection from %s failed: %s", conn.peer, exc)
         except asyncio.CancelledError:
             # the server is shutting down; this task is the connection's root, so it ends here
             # (asyncio 3.11 logs a cancelled connection task as an error)
             pass
-        else:
-            with contextlib.suppress(ConnectionError, OSError, RuntimeError):
-                await _linger(reader, writer)
         finally:
             self._connections.discard(task)
             writer.close()
@@ -189,15 +202,38 @@ class TriggerServer:
             ):
                 await writer.wait_closed()
 
+    def _admit(self, conn: _Open) -> bool:
+        """Take ``conn`` in, evicting the oldest connection not in a handler when full; False
+        when every open connection is being served."""
+        if len(self._open) >= self.max_connections:
+            victim = next((c for c in self._open if not c.serving), None)
+            if victim is None:
+                return False
+            del self._open[victim]
+            victim.scope.cancel()
+            self.evicted += 1
+            log.info(
+                "trigger connection from %s evicted: %d connections open (the limit), a newer "
+                "one from %s takes its place",
+                victim.peer, self.max_connections, conn.peer,
+            )  # fmt: skip
+        self._open[conn] = None
+        return True
+
     async def _serve_connection(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: str
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, conn: _Open
     ) -> None:
-        with anyio.fail_after(self.idle_timeout):
+        with anyio.move_on_after(self.first_byte_timeout) as waiting:
             first = await reader.read(1)
-        if first == b"{":
-            await self._framed(reader, writer, first, peer)
+        if waiting.cancelled_caught:
+            log.info(
+                "trigger connection from %s sent nothing in %gs: closed",
+                conn.peer, self.first_byte_timeout,
+            )  # fmt: skip
+        elif first == b"{":
+            await self._framed(reader, writer, first, conn)
         elif first:
-            await self._legacy(reader, writer, first, peer)
+            await self._legacy(reader, writer, first, conn)
 
     def _reject(self, peer: str, code: str, message: str) -> None:
         self.counts[code] += 1
@@ -205,8 +241,9 @@ class TriggerServer:
 
     # -- legacy ----------------------------------------------------------------------------
     async def _legacy(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, first: bytes, peer: str
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, first: bytes, conn: _Open
     ) -> None:
+        peer = conn.peer
         frame = bytearray(first)
         try:
             with anyio.fail_after(self.frame_timeout):
@@ -237,7 +274,8 @@ class TriggerServer:
             writer.write(self._legacy_error(peer, "bad_encoding", "the command is not ASCII"))
             return
         try:
-            version = await self._dispatch(TriggerRequest(cmd, data, None, None, None, peer))
+            with conn.handling():
+                version = await self._dispatch(TriggerRequest(cmd, data, None, None, None, peer))
         except TriggerError as exc:
             writer.write(self._legacy_error(peer, exc.code, exc.message))
             return
@@ -252,13 +290,19 @@ class TriggerServer:
 
     # -- framed ----------------------------------------------------------------------------
     async def _framed(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, first: bytes, peer: str
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, first: bytes, conn: _Open
     ) -> None:
+        peer = conn.peer
         pending = first
         while True:
             if not pending:
-                with anyio.fail_after(self.idle_timeout):
+                with anyio.move_on_after(self.idle_timeout) as waiting:
                     pending = await reader.read(1)
+                if waiting.cancelled_caught:
+                    log.info(
+                        "trigger connection from %s idle for %gs: closed", peer, self.idle_timeout
+                    )
+                    return
                 if not pending:
                     return  # the client is done
             line: bytes | None
@@ -283,7 +327,8 @@ class TriggerServer:
             try:
                 request = self._parse(line, peer)
                 request_id = request.id
-                version = await self._dispatch(request)
+                with conn.handling():
+                    version = await self._dispatch(request)
             except TriggerError as exc:
                 if isinstance(exc, _WithId):
                     request_id = exc.request_id
@@ -338,6 +383,9 @@ class TriggerServer:
         if handler is None:
             known = ", ".join(sorted(self._handlers))
             raise _WithId(request.id, "unknown_command", f"{request.cmd!r} (known: {known})")
+        if not self.allow_empty and not request.data.strip():
+            message = f"{request.cmd} without data (empty or only whitespace): nothing to publish"
+            raise _WithId(request.id, "empty_data", message)
         try:
             version = await handler(request)
         except TriggerError as exc:
@@ -365,6 +413,24 @@ async def _linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) ->
         drained = 0
         while drained < 1 << 20 and (chunk := await reader.read(65536)):
             drained += len(chunk)
+
+
+@dataclass(eq=False, slots=True)
+class _Open:
+    """An admitted connection: ``scope`` closes it when evicted; ``serving`` while one of its
+    requests is in a handler (never evicted then: a publish is not cut in half)."""
+
+    peer: str
+    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+    serving: bool = False
+
+    @contextlib.contextmanager
+    def handling(self) -> Iterator[None]:
+        self.serving = True
+        try:
+            yield
+        finally:
+            self.serving = False
 
 
 class _WithId(TriggerError):

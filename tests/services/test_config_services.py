@@ -4,8 +4,12 @@ repositories, and the ``trigger`` / ``config`` commands."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
+import signal
+import socket
+import stat
 import subprocess
 import time
 import urllib.error
@@ -17,6 +21,7 @@ import anyio.abc
 import pytest
 
 from aiocoord import (
+    Candidate,
     Client,
     ConfigStore,
     Election,
@@ -28,6 +33,7 @@ from aiocoord import (
 )
 from aiocoord.testing import TcpProxy, ZooKeeperServer, free_port
 from aiocoord.transport import codec
+from services import agent
 from tests.helpers import eventually, eventually_async
 from tests.services.processes import aiocoord_cmd, service
 
@@ -106,6 +112,152 @@ def test_agent_refuses_a_public_address_without_a_token(zk_server: ZooKeeperServ
     assert "without a token" in out.stderr
 
 
+async def leader_of(election: Election) -> Candidate | None:
+    leaders = await election.current_leaders()
+    return leaders[0] if leaders else None
+
+
+async def test_agent_publishes_empty_data_only_with_allow_empty(
+    zk_server: ZooKeeperServer, zk: Client
+) -> None:
+    port = free_port()
+    args = [*zk_args(zk_server, zk), "--path", PATH, "--listen", f"127.0.0.1:{port}"]
+    async with service("agent", *args, "--allow-empty"):
+        with anyio.fail_after(30):
+            while True:
+                try:
+                    version = await send_legacy("127.0.0.1", port, b"ADD|")
+                    break
+                except OSError:
+                    await anyio.sleep(0.1)  # not listening yet
+    assert (await ConfigStore(zk, PATH).get(version)).data == b""
+
+
+async def test_an_agent_that_cannot_bind_resigns_backs_off_and_the_standby_serves(
+    zk_server: ZooKeeperServer, zk: Client, tmp_path: Path
+) -> None:
+    """Agent A's address is held by a foreign socket: A leads, fails to bind, resigns, waits
+    before contending again; the standby B (its own address) becomes leader and serves."""
+    election = Election(zk, f"{PATH}-agents")
+    common = [*zk_args(zk_server, zk), "--path", PATH]
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        held = holder.getsockname()[1]
+        log_a = tmp_path / "agent-a.log"
+        listen_a = ["--listen", f"127.0.0.1:{held}", "--identity", "agent-a"]
+        async with service("agent", *common, *listen_a, log=log_a):
+
+            async def a_leads() -> bool:
+                leader = await leader_of(election)
+                return leader is not None and leader.identity == "agent-a"
+
+            await eventually_async(a_leads, 30)
+            first = await leader_of(election)
+            assert first is not None
+            first_stat = await zk.exists(first.path)
+            assert first_stat is not None
+
+            async def contends_again() -> bool:
+                candidates = await election.candidates()
+                return bool(candidates) and candidates[0].path != first.path
+
+            await eventually_async(contends_again, 60)
+            again = await zk.exists((await election.candidates())[0].path)
+            assert again is not None
+            # resigned after its bind tries, then waited its backoff (server times, ms)
+            least = (agent.BIND_ATTEMPTS - 1) * agent.BIND_RETRY + agent.FIRST_BACKOFF
+            assert again.ctime - first_stat.ctime >= least * 1000
+            assert "resigned; contending again in 2s" in log_a.read_text()
+
+            port_b = free_port()
+            listen_b = ["--listen", f"127.0.0.1:{port_b}", "--identity", "agent-b"]
+            async with service("agent", *common, *listen_b):
+                with anyio.fail_after(90):
+                    while True:
+                        try:
+                            version = await send_legacy("127.0.0.1", port_b, b"ADD|from b")
+                            break
+                        except OSError:
+                            await anyio.sleep(0.2)  # B is not leading yet
+                leader = await leader_of(election)
+                assert leader is not None and leader.identity == "agent-b"
+            assert "resigned; contending again in 4s" in log_a.read_text()  # doubled
+    assert [v.name for v in await ConfigStore(zk, PATH).history()] == [version]
+
+
+async def test_a_deposed_agent_publish_in_flight_is_refused_by_its_term(
+    zk_server: ZooKeeperServer, zk: Client
+) -> None:
+    """A leading agent's publish is on its way to ZooKeeper (held by a proxy) when the agent is
+    paused (SIGSTOP) and deposed (its candidate node deleted, as an operator would); agent B
+    takes over. When the held publish arrives, its term's check refuses it: no version from A
+    after B leads; A, resumed (SIGCONT), answers its trigger with an error, not OK."""
+    election = Election(zk, f"{PATH}-agents")
+    store = ConfigStore(zk, PATH)
+    port_a, port_b = free_port(), free_port()
+    with TcpProxy("127.0.0.1", zk_server.port) as proxy:
+        args_a = [
+            "--zk", proxy.address, "--namespace", zk.namespace, "--session-timeout", "10",
+            "--path", PATH, "--listen", f"127.0.0.1:{port_a}", "--identity", "agent-a",
+        ]  # fmt: skip
+        async with service("agent", *args_a) as a:
+            with anyio.fail_after(30):
+                while True:
+                    try:
+                        first = await send_legacy("127.0.0.1", port_a, b"ADD|first")
+                        break
+                    except OSError:
+                        await anyio.sleep(0.1)  # A is not listening yet
+            args_b = [*zk_args(zk_server, zk), "--path", PATH, "--listen", f"127.0.0.1:{port_b}"]
+            async with service("agent", *args_b, "--identity", "agent-b"):
+
+                async def two_candidates() -> bool:
+                    return len(await election.candidates()) == 2
+
+                await eventually_async(two_candidates, 30)
+                leader = await leader_of(election)
+                assert leader is not None and leader.identity == "agent-a"
+
+                payload = b"from the deposed leader " + b"x" * 20000
+                proxy.pass_handshakes_only()  # A's requests are held from here on
+                with anyio.fail_after(30):
+                    reader, writer = await asyncio.open_connection("127.0.0.1", port_a)
+                    writer.write(b"ADD|" + payload)
+                    writer.write_eof()
+                    await eventually(lambda: proxy.held_requests >= len(payload), 20)
+                a.send_signal(signal.SIGSTOP)
+                try:
+                    await zk.delete(leader.path)  # A is deposed
+
+                    async def b_leads() -> bool:
+                        now = await leader_of(election)
+                        return now is not None and now.identity == "agent-b"
+
+                    await eventually_async(b_leads, 30)
+                    proxy.resume()  # A's publish reaches ZooKeeper now, with A's old term
+                    await eventually(lambda: proxy.held_requests == 0, 10)
+                    with anyio.move_on_after(3):  # bounded observation: it is never applied
+                        while True:
+                            assert payload not in [v.data for v in await store.history()]
+                            await anyio.sleep(0.1)
+                finally:
+                    a.send_signal(signal.SIGCONT)
+                with anyio.fail_after(30):
+                    reply = await reader.read()
+                    writer.close()
+                assert not reply.startswith(b"OK"), reply
+                with anyio.fail_after(30):
+                    while True:
+                        try:
+                            second = await send_legacy("127.0.0.1", port_b, b"ADD|from b")
+                            break
+                        except OSError:
+                            await anyio.sleep(0.1)  # B is not listening yet
+    assert [v.data for v in await store.history()] == [b"first", b"from b"]
+    assert [v.name for v in await store.history()] == [first, second]
+
+
 # -- trigger and config commands ---------------------------------------------------------------
 async def test_trigger_and_config_commands(zk_server: ZooKeeperServer, zk: Client) -> None:
     port = free_port()
@@ -125,6 +277,9 @@ async def test_trigger_and_config_commands(zk_server: ZooKeeperServer, zk: Clien
         assert out.returncode == 1 and out.stderr.startswith("ERR unknown_command")
         out = await anyio.to_thread.run_sync(trigger, "--legacy", "ADD", "second")
         assert (out.returncode, out.stdout.strip()) == (0, "conf-0000000001")
+        for empty in (["ADD", ""], ["--legacy", "ADD", ""]):  # refused: nothing to publish
+            out = await anyio.to_thread.run_sync(trigger, *empty)
+            assert out.returncode == 1 and out.stderr.startswith("ERR empty_data "), out.stderr
 
     def config(*args: str) -> subprocess.CompletedProcess[str]:
         cmd = aiocoord_cmd("config", *args, *common, "--path", PATH)
@@ -271,7 +426,155 @@ async def test_app_restores_the_file_when_reload_fails(
         assert (line["host"], line["version"], line["ok"]) == ("h", good, False)
         assert line["current"] is False and "reload command failed" in line["error"]
         leftovers = [name for name in os.listdir(tmp_path) if name.startswith(".app.conf.")]
-        assert not leftovers  # no temporary file left behind
+        assert leftovers == [".app.conf.aiocoord"]  # the record only: no temporary file
+
+
+class SlowCommands:
+    """A check and a reload that wait a minute (having touched ``started``) while ``slow``
+    exists and the file holds ``slow-check`` / ``slow-reload``; the check passes files holding
+    ``good``; each reload appends the file to ``reloads``."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.started = tmp_path / "started"
+        self.slow = tmp_path / "slow"
+        self.reloads = tmp_path / "reloads"
+        file = '"$AIOCOORD_CONFIG_FILE"'
+        self.args = [
+            "--check-cmd",
+            f"if [ -e {self.slow} ] && grep -q slow-check {file}; then touch {self.started}; "
+            f"exec sleep 60; fi; grep -q good {file}",
+            "--reload-cmd",
+            f"cat {file} >> {self.reloads}; echo >> {self.reloads}; "
+            f"if [ -e {self.slow} ] && grep -q slow-reload {file}; then touch {self.started}; "
+            "exec sleep 60; fi",
+        ]
+
+    def reloaded(self) -> list[str]:
+        return self.reloads.read_text().splitlines() if self.reloads.exists() else []
+
+
+async def wait_status(zk: Client, version: str | None, ok: bool, timeout: float = 30) -> HostStatus:
+    async def reported() -> bool:
+        status = await status_of(zk, f"{PATH}-status", "h")
+        return status is not None and (status.version, status.ok) == (version, ok)
+
+    await eventually_async(reported, timeout)
+    status = await status_of(zk, f"{PATH}-status", "h")
+    assert status is not None
+    return status
+
+
+@pytest.mark.parametrize("during", ["check", "reload"])
+async def test_app_stopped_during_a_command_puts_the_previous_file_back(
+    zk_server: ZooKeeperServer, zk: Client, tmp_path: Path, during: str
+) -> None:
+    """SIGTERM while the in-place check (or the reload) of a new version runs: the app puts the
+    previous file back (its mode kept) before it exits, and after a reload, reloads it again."""
+    out = tmp_path / "app.conf"
+    out.write_bytes(b"old")
+    out.chmod(0o640)
+    commands = SlowCommands(tmp_path)
+    store = ConfigStore(zk, PATH)
+    args = [*zk_args(zk_server, zk), "--path", PATH, "--out", str(out), "--id", "h"]
+    async with service("app", *args, *commands.args) as app:
+        good = await store.publish(b"good 1")
+        await wait_status(zk, good, True)
+        commands.slow.touch()
+        await store.publish(f"good but slow-{during}".encode())
+        await eventually(commands.started.exists, 30)
+        assert out.read_bytes() == f"good but slow-{during}".encode()  # in place, being checked
+        app.send_signal(signal.SIGTERM)
+        with anyio.fail_after(30):
+            await app.wait()
+        assert app.returncode == 0
+    assert out.read_bytes() == b"good 1"
+    assert stat.S_IMODE(out.stat().st_mode) == 0o640
+    expected = ["good 1", "good but slow-reload", "good 1"] if during == "reload" else ["good 1"]
+    assert commands.reloaded() == expected
+    assert sorted(n for n in os.listdir(tmp_path) if n.startswith(".")) == [".app.conf.aiocoord"]
+
+
+async def test_app_killed_during_the_check_restores_the_verified_file_at_start(
+    zk_server: ZooKeeperServer, zk: Client, tmp_path: Path
+) -> None:
+    """kill -9 while a broken version is checked in place leaves it in the file; the restarted
+    app puts the verified version back, checks the broken one again (it fails), and never
+    reports it ok as "already held"."""
+    out = tmp_path / "app.conf"
+    commands = SlowCommands(tmp_path)
+    store = ConfigStore(zk, PATH)
+    args = [*zk_args(zk_server, zk), "--path", PATH, "--out", str(out), "--id", "h"]
+    async with service("app", *args, *commands.args) as app:
+        good = await store.publish(b"good 1")
+        await wait_status(zk, good, True)
+        commands.slow.touch()
+        broken = await store.publish(b"broken slow-check")
+        await eventually(commands.started.exists, 30)
+        app.kill()
+        with anyio.fail_after(30):
+            await app.wait()
+    assert out.read_bytes() == b"broken slow-check"  # what a crash leaves behind
+    commands.slow.unlink()
+    (tmp_path / ".app.conf.conf-0000000009.new").write_bytes(b"a temporary file of a crash")
+    async with service("app", *args, *commands.args):
+        status = await wait_status(zk, good, False)
+        assert status.error is not None and broken in status.error and "check" in status.error
+        assert out.read_bytes() == b"good 1"
+        assert commands.reloaded() == ["good 1"]  # the broken one was never reloaded
+    assert sorted(n for n in os.listdir(tmp_path) if n.startswith(".")) == [".app.conf.aiocoord"]
+
+
+async def test_app_checks_bytes_it_never_verified_even_when_they_are_the_newest(
+    zk_server: ZooKeeperServer, zk: Client, tmp_path: Path
+) -> None:
+    out = tmp_path / "app.conf"
+    out.write_bytes(b"broken")  # put there by someone else: never checked
+    stale = {"version": "conf-0000000099", "sha256": "0" * 64}  # a record of other bytes
+    (tmp_path / ".app.conf.aiocoord").write_bytes(codec.dumps(stale))
+    commands = SlowCommands(tmp_path)
+    broken = await ConfigStore(zk, PATH).publish(b"broken")
+    args = [*zk_args(zk_server, zk), "--path", PATH, "--out", str(out), "--id", "h"]
+    async with service("app", *args, *commands.args):
+        status = await wait_status(zk, None, False)
+        assert status.error is not None and broken in status.error
+    assert commands.reloaded() == []
+
+
+async def test_app_keeps_the_mode_and_owner_of_the_file_or_sets_them(
+    zk_server: ZooKeeperServer, zk: Client, tmp_path: Path
+) -> None:
+    out = tmp_path / "app.conf"
+    out.write_bytes(b"old")
+    out.chmod(0o600)
+    nobody = 65534
+    if os.geteuid() == 0:
+        os.chown(out, nobody, nobody)
+    owner = (out.stat().st_uid, out.stat().st_gid)
+    store = ConfigStore(zk, PATH)
+    args = [*zk_args(zk_server, zk), "--path", PATH, "--out", str(out), "--id", "h"]
+    async with service("app", *args):
+        v1 = await store.publish(b"v1")
+        await wait_status(zk, v1, True)
+    assert out.read_bytes() == b"v1"
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    assert (out.stat().st_uid, out.stat().st_gid) == owner
+    me = f"{os.geteuid()}:{os.getegid()}"
+    async with service("app", *args, "--mode", "0640", "--owner", me):
+        v2 = await store.publish(b"v2")
+        await wait_status(zk, v2, True)
+    assert out.read_bytes() == b"v2"
+    assert stat.S_IMODE(out.stat().st_mode) == 0o640
+    assert (out.stat().st_uid, out.stat().st_gid) == (os.geteuid(), os.getegid())
+
+
+def test_app_refuses_a_bad_mode_or_owner(zk_server: ZooKeeperServer, tmp_path: Path) -> None:
+    for bad, message in ((["--mode", "0999"], "octal"), (["--owner", "no-such-user"], "no user")):
+        out = subprocess.run(
+            aiocoord_cmd("app", "--zk", zk_server.hosts, "--path", PATH,
+                         "--out", str(tmp_path / "f"), *bad),
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        assert out.returncode == 2 and message in out.stderr, out.stderr
 
 
 # -- deploy + git ------------------------------------------------------------------------------

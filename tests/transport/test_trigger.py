@@ -4,6 +4,8 @@ framed JSON mode, and every bad input (each publishes nothing; the server keeps 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import resource
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
@@ -20,6 +22,7 @@ from aiocoord import (
     send_legacy,
 )
 from aiocoord.transport import codec
+from tests.helpers import eventually
 
 PATH = "/Applications/NginxConf"
 
@@ -192,21 +195,142 @@ async def test_slow_client_is_cut_off_and_others_are_served(zk: Client) -> None:
         assert len(await history(zk)) == 1
 
 
-async def test_connections_beyond_the_limit_are_told_busy(zk: Client) -> None:
-    async with serving(zk, max_connections=2) as (server, port):
-        with anyio.fail_after(10):
-            held = [await asyncio.open_connection("127.0.0.1", port) for _ in range(2)]
-            for _, writer in held:
-                writer.write(b"{")  # each holds a slot in framed mode
-                await writer.drain()
-            await anyio.sleep(0.1)
-            reply = await raw_exchange(port, b"ADD|x")
-            assert reply.startswith(b"ERR busy ")
+EMPTY: list[bytes] = [
+    b"ADD|",  # legacy
+    b"ADD|\n \t",  # legacy, only whitespace (what `echo 'ADD|' | nc` sends)
+    b'{"id": 1, "cmd": "ADD", "data": ""}\n',
+    b'{"id": 1, "cmd": "ADD"}\n',  # framed without data
+]
+
+
+@pytest.mark.parametrize("payload", EMPTY)
+async def test_empty_data_is_refused_in_every_form(zk: Client, payload: bytes) -> None:
+    async with serving(zk) as (server, port):
+        reply = await raw_exchange(port, payload)
+        if payload.startswith(b"{"):
+            answer = codec.loads(reply)
+            assert (answer["ok"], answer["code"], answer["id"]) == (False, "empty_data", 1)
+        else:
+            assert reply.startswith(b"ERR empty_data "), reply
+        assert await history(zk) == []
+        assert server.counts["empty_data"] == 1
+        await assert_still_serving(port, zk)
+
+
+async def test_empty_data_is_published_when_allowed(zk: Client) -> None:
+    async with serving(zk, allow_empty=True) as (_, port):
+        assert await raw_exchange(port, b"ADD|") == b"OK conf-0000000000\n"
+        reply = await raw_exchange(port, b'{"id": 1, "cmd": "ADD"}\n')
+        assert codec.loads(reply) == {"id": 1, "ok": True, "version": "conf-0000000001"}
+        assert await history(zk) == [b"", b""]
+
+
+async def test_a_connection_that_sends_nothing_is_closed_at_the_first_byte_deadline(
+    zk: Client,
+) -> None:
+    async with serving(zk, first_byte_timeout=0.5, idle_timeout=600) as (_, port):
+        with anyio.fail_after(20):  # far below the idle timeout
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            assert await reader.read() == b""  # closed by the server
+            writer.close()
+            await writer.wait_closed()
+
+
+async def test_a_new_connection_evicts_the_oldest_one_not_being_served(zk: Client) -> None:
+    async with serving(zk, max_connections=3, first_byte_timeout=600) as (server, port):
+        with anyio.fail_after(20):
+            held = []
+            for n in range(3):
+                held.append(await asyncio.open_connection("127.0.0.1", port))
+                if n == 1:
+                    held[-1][1].write(b'{"id": 1, "cmd"')  # mid-request: evictable too
+            await eventually(lambda: len(server._open) == 3, 10)
+            version = await send_legacy("127.0.0.1", port, b"ADD|through")
+            assert version == "conf-0000000000"
+            assert await held[0][0].read() == b""  # the oldest was closed for it
+            assert server.evicted == 1
+            held.append(await asyncio.open_connection("127.0.0.1", port))  # full again
+            await eventually(lambda: len(server._open) == 3, 10)
+            version = await send_legacy("127.0.0.1", port, b"ADD|again")
+            assert await held[1][0].read() == b""  # the next oldest: cut in mid-request
+            assert server.evicted == 2
             for _, writer in held:
                 writer.close()
                 await writer.wait_closed()
-        await assert_still_serving(port, zk)
+        assert await history(zk) == [b"through", b"again"]
+
+
+async def test_busy_only_when_every_connection_is_in_a_handler(zk: Client) -> None:
+    store = ConfigStore(zk, PATH)
+    release = anyio.Event()
+
+    async def slow_add(request: TriggerRequest) -> str:
+        await release.wait()
+        return await store.publish(request.data)
+
+    server = TriggerServer({"ADD": slow_add}, max_connections=1)
+    async with anyio.create_task_group() as tg:
+        port = await tg.start(server.serve, "127.0.0.1", 0)
+        with anyio.fail_after(20):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"ADD|first")
+            writer.write_eof()
+            await eventually(lambda: any(c.serving for c in server._open), 10)
+            reply = await raw_exchange(port, b"ADD|second")
+            assert reply.startswith(b"ERR busy "), reply  # the one in its handler is not cut
+            release.set()
+            assert await reader.read() == b"OK conf-0000000000\n"
+            writer.close()
+            await writer.wait_closed()
         assert server.counts["busy"] == 1
+        assert await history(zk) == [b"first"]
+        tg.cancel_scope.cancel()
+
+
+def ensure_file_descriptors(needed: int) -> None:
+    """Raise this process's soft RLIMIT_NOFILE to ``needed`` (up to the hard limit), or skip."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        if hard != resource.RLIM_INFINITY and hard < needed:
+            pytest.skip(f"needs {needed} file descriptors, the hard limit is {hard}")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+
+
+async def test_hundreds_of_idle_and_slow_connections_never_stop_a_trigger(zk: Client) -> None:
+    """500 connections that send nothing and one that sends a byte a second, against the
+    server's defaults: a real trigger is served at once, not after the 60 s idle timeout."""
+    ensure_file_descriptors(2 * 500 + 512)  # both ends of each connection live in this process
+    async with serving(zk) as (_, port):
+        idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        try:
+            with anyio.fail_after(60):
+                for _ in range(500):
+                    idle.append(await asyncio.open_connection("127.0.0.1", port))
+            slow_reader, slow_writer = await asyncio.open_connection("127.0.0.1", port)
+            idle.append((slow_reader, slow_writer))
+
+            async def drip() -> None:
+                for byte in b"ADD|slowly sent":
+                    slow_writer.write(bytes([byte]))
+                    await anyio.sleep(1)
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(drip)
+                with anyio.fail_after(10):  # generous, yet far below the 60 s idle timeout
+                    version = await send_legacy("127.0.0.1", port, b"ADD|legitimate")
+                assert (await ConfigStore(zk, PATH).get(version)).data == b"legitimate"
+                with anyio.fail_after(30):  # the slow one is cut at the request deadline
+                    reply = await slow_reader.read()
+                tg.cancel_scope.cancel()
+            assert reply.startswith(b"ERR slow_client "), reply
+            assert await history(zk) == [b"legitimate"]
+        finally:
+            for _, writer in idle:
+                writer.close()
+            with anyio.move_on_after(10):
+                for _, writer in idle:
+                    with contextlib.suppress(OSError):
+                        await writer.wait_closed()
 
 
 async def test_handler_failure_is_reported_as_unavailable(zk: Client) -> None:
