@@ -545,6 +545,229 @@ M = [
             + "test_elect.py::test_a_command_that_cannot_start_counts_as_a_failure_and_is_tried_again"
         ],
     ),
+    (
+        "agent publish unfenced",
+        "services/agent.py",
+        "return await store.publish(request.data, key=request.key, term=term)",
+        "return await store.publish(request.data, key=request.key)",
+        [
+            S
+            + "test_config_services.py::test_a_deposed_agent_publish_in_flight_is_refused_by_its_term"
+        ],
+    ),
+    (
+        "agent never resigns for want of its address",
+        "services/agent.py",
+        "            if failures >= BIND_ATTEMPTS:",
+        "            if False:",
+        [
+            S
+            + "test_config_services.py::test_an_agent_that_cannot_bind_resigns_backs_off_and_the_standby_serves"
+        ],
+    ),
+    (
+        "agent contends again at once",
+        "services/agent.py",
+        "            await anyio.sleep(backoff)\n",
+        "",
+        [
+            S
+            + "test_config_services.py::test_an_agent_that_cannot_bind_resigns_backs_off_and_the_standby_serves"
+        ],
+    ),
+    (
+        "agent backoff not doubled",
+        "services/agent.py",
+        "            backoff = min(backoff * 2, MAX_BACKOFF)",
+        "            backoff = min(backoff, MAX_BACKOFF)",
+        [
+            S
+            + "test_config_services.py::test_an_agent_that_cannot_bind_resigns_backs_off_and_the_standby_serves"
+        ],
+    ),
+    (
+        "agent --allow-empty ignored",
+        "services/agent.py",
+        "                allow_empty=args.allow_empty,",
+        "                allow_empty=False,",
+        [S + "test_config_services.py::test_agent_publishes_empty_data_only_with_allow_empty"],
+    ),
+    (
+        "empty data published",
+        "aiocoord/transport/trigger.py",
+        "        if not self.allow_empty and not request.data.strip():",
+        "        if False:",
+        [
+            T + "test_trigger.py::test_empty_data_is_refused_in_every_form",
+            S + "test_config_services.py::test_trigger_and_config_commands",
+        ],
+    ),
+    (
+        "whitespace-only data published",
+        "aiocoord/transport/trigger.py",
+        "        if not self.allow_empty and not request.data.strip():",
+        "        if not self.allow_empty and not request.data:",
+        [T + "test_trigger.py::test_empty_data_is_refused_in_every_form"],
+    ),
+    (
+        "trigger allow_empty ignored",
+        "aiocoord/transport/trigger.py",
+        "        if not self.allow_empty and not request.data.strip():",
+        "        if not request.data.strip():",
+        [T + "test_trigger.py::test_empty_data_is_published_when_allowed"],
+    ),
+    (
+        "trigger refuses the newest at 64 (the old limit)",
+        "aiocoord/transport/trigger.py",
+        "        if len(self._open) >= self.max_connections:\n            victim = next((c for c in self._open if not c.serving), None)",
+        "        if len(self._open) >= 64:\n            victim = None",
+        [
+            T + "test_trigger.py::test_hundreds_of_idle_and_slow_connections_never_stop_a_trigger",
+            T + "test_trigger.py::test_a_new_connection_evicts_the_oldest_one_not_being_served",
+        ],
+    ),
+    (
+        "trigger never evicts",
+        "aiocoord/transport/trigger.py",
+        "            victim = next((c for c in self._open if not c.serving), None)",
+        "            victim = None",
+        [T + "test_trigger.py::test_a_new_connection_evicts_the_oldest_one_not_being_served"],
+    ),
+    (
+        "trigger evicts a connection in its handler",
+        "aiocoord/transport/trigger.py",
+        "            victim = next((c for c in self._open if not c.serving), None)",
+        "            victim = next(iter(self._open), None)",
+        [T + "test_trigger.py::test_busy_only_when_every_connection_is_in_a_handler"],
+    ),
+    (
+        "trigger first byte waits the idle timeout",
+        "aiocoord/transport/trigger.py",
+        "        with anyio.move_on_after(self.first_byte_timeout) as waiting:",
+        "        with anyio.move_on_after(self.idle_timeout) as waiting:",
+        [
+            T
+            + "test_trigger.py::test_a_connection_that_sends_nothing_is_closed_at_the_first_byte_deadline"
+        ],
+    ),
+    (
+        "app restores only after a failed command",
+        "services/app.py",
+        "            if replaced and not done:",
+        '            if replaced and not done and isinstance(__import__("sys").exception(), ApplyFailed):',
+        [
+            S
+            + "test_config_services.py::test_app_stopped_during_a_command_puts_the_previous_file_back"
+        ],
+    ),
+    (
+        "app restored file not reloaded after a cancelled reload",
+        "services/app.py",
+        "                if reloading and commands.reload:",
+        "                if False:",
+        [
+            S
+            + "test_config_services.py::test_app_stopped_during_a_command_puts_the_previous_file_back[reload]"
+        ],
+    ),
+    (
+        "app reload of the restored file not shielded",
+        "services/app.py",
+        "                    with anyio.CancelScope(shield=True):\n                        await self._reload_restored(env)",
+        "                    with anyio.CancelScope():\n                        await self._reload_restored(env)",
+        [
+            S
+            + "test_config_services.py::test_app_stopped_during_a_command_puts_the_previous_file_back[reload]"
+        ],
+    ),
+    (
+        "app restore loses the mode",
+        "services/app.py",
+        "            _write_synced(tmp, previous, mode, _kept_owner(previous_stat))",
+        "            _write_synced(tmp, previous)",
+        [
+            S
+            + "test_config_services.py::test_app_stopped_during_a_command_puts_the_previous_file_back"
+        ],
+    ),
+    (
+        "app crash copy not put back at start",
+        "services/app.py",
+        "                _replace(self.backup, self.out)\n",
+        "                pass\n",
+        [
+            S
+            + "test_config_services.py::test_app_killed_during_the_check_restores_the_verified_file_at_start"
+        ],
+    ),
+    (
+        "app keeps no crash copy",
+        "services/app.py",
+        "            and verified.sha256 == _sha256(previous)\n",
+        "            and False\n",
+        [
+            S
+            + "test_config_services.py::test_app_killed_during_the_check_restores_the_verified_file_at_start"
+        ],
+    ),
+    (
+        "app leaves a crash's temporary files",
+        "services/app.py",
+        "                (self.out.parent / name).unlink(missing_ok=True)",
+        "                pass",
+        [
+            S
+            + "test_config_services.py::test_app_killed_during_the_check_restores_the_verified_file_at_start"
+        ],
+    ),
+    (
+        "app takes bytes in place for held without a record",
+        "services/app.py",
+        "        if previous == version.data and verified is not None and verified.sha256 == sha256:",
+        "        if previous == version.data:",
+        [
+            S
+            + "test_config_services.py::test_app_checks_bytes_it_never_verified_even_when_they_are_the_newest"
+        ],
+    ),
+    (
+        "app trusts a record of other bytes",
+        "services/app.py",
+        "            self.verified = None\n        self.backup.unlink(missing_ok=True)",
+        "        self.backup.unlink(missing_ok=True)",
+        [
+            S
+            + "test_config_services.py::test_app_checks_bytes_it_never_verified_even_when_they_are_the_newest"
+        ],
+    ),
+    (
+        "app resets the mode",
+        "services/app.py",
+        "            mode = stat.S_IMODE(previous.st_mode) if previous is not None else o.new_mode",
+        "            mode = o.new_mode",
+        [S + "test_config_services.py::test_app_keeps_the_mode_and_owner_of_the_file_or_sets_them"],
+    ),
+    (
+        "app drops the owner",
+        "services/app.py",
+        "        kept = _kept_owner(previous)",
+        "        kept = None",
+        [S + "test_config_services.py::test_app_keeps_the_mode_and_owner_of_the_file_or_sets_them"],
+    ),
+    (
+        "app --mode ignored",
+        "services/app.py",
+        "        if o.mode is not None:\n            mode = o.mode",
+        "        if False:\n            mode = o.mode",
+        [S + "test_config_services.py::test_app_keeps_the_mode_and_owner_of_the_file_or_sets_them"],
+    ),
+    (
+        "app --owner ignored",
+        "services/app.py",
+        "        if o.uid is not None or o.gid is not None:  # --owner: always (a failure fails the apply)",
+        "        if False:",
+        [S + "test_config_services.py::test_app_keeps_the_mode_and_owner_of_the_file_or_sets_them"],
+    ),
 ]
 
 
