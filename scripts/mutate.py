@@ -768,6 +768,13 @@ M = [
         "        if False:",
         [S + "test_config_services.py::test_app_keeps_the_mode_and_owner_of_the_file_or_sets_them"],
     ),
+    (
+        "config publish CLI publishes empty data",
+        "services/config_cmd.py",
+        '            if args.action == "publish" and not data.strip() and not args.allow_empty:',
+        "            if False:",
+        [S + "test_config_services.py::test_trigger_and_config_commands"],
+    ),
 ]
 
 

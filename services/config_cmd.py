@@ -70,6 +70,12 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         if name == "publish":
             a.add_argument("data", metavar="DATA", help="config text, '-' (stdin) or '@FILE'")
             a.add_argument("--key", default=None, help="idempotency key")
+            a.add_argument(
+                "--allow-empty",
+                action="store_true",
+                help="publish empty (or whitespace-only) DATA; refused by default, as an empty "
+                "config usually takes a site down",
+            )
         if name == "rollback":
             a.add_argument("version", metavar="VERSION", help="conf-<10 digits> or its number")
         a.set_defaults(func=config_main)
@@ -107,6 +113,10 @@ async def _config(args: argparse.Namespace) -> int:
         line: dict[str, object]
         if args.action in ("publish", "rollback"):
             data = read_data_argument(args.data) if args.action == "publish" else b""
+            if args.action == "publish" and not data.strip() and not args.allow_empty:
+                print("aiocoord config publish: error: DATA is empty (--allow-empty to publish "
+                      "it anyway)", file=sys.stderr)  # fmt: skip
+                return 2
             try:
                 with anyio.fail_after(write_deadline(args)):
                     if args.action == "publish":

@@ -291,6 +291,10 @@ async def test_trigger_and_config_commands(zk_server: ZooKeeperServer, zk: Clien
     history = [codec.loads(line) for line in config("history", "--json").stdout.splitlines()]
     assert [h["version"] for h in history] == [f"conf-000000000{i}" for i in range(3)]
     assert config("publish", "third").stdout.strip() == "conf-0000000003"
+    empty = config("publish", " \n")
+    assert empty.returncode == 2 and "DATA is empty" in empty.stderr
+    assert config("current").stdout == "third"  # nothing was published
+    assert config("publish", "--allow-empty", "").stdout.strip() == "conf-0000000004"
     out = config("rollback", "conf-0000000099")
     assert out.returncode == 1 and "NoNode" in out.stderr
 
