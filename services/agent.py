@@ -154,4 +154,4 @@ def main(args: argparse.Namespace) -> int:
     except ValueError as exc:
         log.error("%s", exc)
         return 1
-    return run_service(log, _run, args, errors=(ValueError, aiocoord.ConnectError))
+    return run_service(log, _run, args, errors=(ValueError, OSError, aiocoord.ConnectError))

@@ -693,3 +693,18 @@ async def test_one_shot_writes_give_up_after_twice_the_session_timeout(
     assert took >= 8
     async with Client(zk_server.hosts) as zk:
         assert await zk.exists(namespace) is None
+
+
+async def test_an_agent_that_cannot_bind_its_address_at_all_says_so_in_one_line(
+    zk_server: ZooKeeperServer, zk: Client
+) -> None:
+    """An address not on this host (not merely in use): one line, exit 1, no traceback; its
+    candidacy goes with it."""
+    cmd = aiocoord_cmd("agent", *zk_args(zk_server, zk), "--path", PATH, "--token", "t",
+                       "--listen", f"192.0.2.1:{free_port()}")  # fmt: skip
+    with anyio.fail_after(30):
+        out = await anyio.run_process(cmd, check=False)
+    stderr = out.stderr.decode()
+    assert out.returncode == 1, stderr
+    assert "Traceback" not in stderr and "192.0.2.1" in stderr, stderr
+    assert await zk.children(f"{PATH}-agents") == []
