@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from typing import TypeVar
 
 import anyio
 
@@ -22,6 +23,26 @@ from ..transport.types import SessionEvent, WatchEvent, ZnodeStat
 
 #: errors after which the recipes wait for the session and try again
 RETRYABLE = (ConnectionLoss, RequestTimeout, SessionExpired)
+
+T = TypeVar("T")
+
+
+async def pipelined(calls: Sequence[Callable[[], Awaitable[T]]], window: int = 1000) -> list[T]:
+    """The results of ``calls`` in order, at most ``window`` in flight at once (the client
+    pipelines them on its connection). The first error cancels the rest and is raised."""
+    results: list[T | None] = [None] * len(calls)
+
+    async def one(i: int) -> None:
+        results[i] = await calls[i]()
+
+    for start in range(0, len(calls), window):
+        try:
+            async with anyio.create_task_group() as tg:
+                for i in range(start, min(start + window, len(calls))):
+                    tg.start_soon(one, i)
+        except BaseExceptionGroup as group:  # raised as it is: callers catch NoNode and such
+            raise group.exceptions[0] from None
+    return results  # type: ignore[return-value]
 
 
 class Wakeup:

@@ -27,8 +27,8 @@ Cancellation: leaving ``watch()`` removes the feed's watches and listener.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
+import functools
 import hashlib
 import logging
 import re
@@ -52,8 +52,8 @@ from ..transport.errors import (
     RequestTimeout,
 )
 from ..transport.paths import validate_path
-from ..transport.types import Op, SessionEvent, SessionState, WatchEvent, ZnodeStat
-from ._session import RETRYABLE
+from ..transport.types import Op, SessionEvent, SessionState, WatchEvent
+from ._session import RETRYABLE, pipelined
 from .election import LeadershipLost
 
 if TYPE_CHECKING:
@@ -332,10 +332,7 @@ class ConfigStore:
         if kept is None:
             return
         nodes = [f"{self._keys}/{key}" for key in keys]
-        stats: list[ZnodeStat | None] = []
-        for start in range(0, len(nodes), 1000):
-            chunk = nodes[start : start + 1000]
-            stats += await asyncio.gather(*(client.exists(node) for node in chunk))
+        stats = await pipelined([functools.partial(client.exists, node) for node in nodes])
         old = [n for n, stat in zip(nodes, stats, strict=True) if stat and stat.czxid < kept.czxid]
         await self._delete_all(old)
 
