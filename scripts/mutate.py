@@ -775,6 +775,13 @@ M = [
         "            if False:",
         [S + "test_config_services.py::test_trigger_and_config_commands"],
     ),
+    (
+        "the wheel installs a top-level services package",
+        "pyproject.toml",
+        '    "aiocoord._cli",\n]',
+        '    "aiocoord._cli",\n    "services",\n]',
+        ["tests/test_packaging.py"],
+    ),
 ]
 
 
