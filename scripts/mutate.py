@@ -782,6 +782,13 @@ M = [
         '    "aiocoord._cli",\n    "services",\n]',
         ["tests/test_packaging.py"],
     ),
+    (
+        "one-shot commands wait the session timeout to connect",
+        "services/common.py",
+        "        default=ONE_SHOT_CONNECT_TIMEOUT if one_shot else None,",
+        "        default=None,",
+        [S + "test_cli.py::test_one_shot_commands_fail_fast_naming_the_hosts"],
+    ),
 ]
 
 

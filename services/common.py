@@ -16,7 +16,13 @@ from .metrics import Metrics
 DEFAULT_ZK = "127.0.0.1:2181"
 
 
-def add_session_options(parser: argparse.ArgumentParser) -> None:
+#: how long a one-shot command waits for its first connection by default
+ONE_SHOT_CONNECT_TIMEOUT = 5.0
+
+
+def add_session_options(parser: argparse.ArgumentParser, *, one_shot: bool = False) -> None:
+    """The session options; ``one_shot`` commands fail fast when ZooKeeper cannot be reached
+    (a service waits up to its session timeout)."""
     group = parser.add_argument_group("ZooKeeper session")
     group.add_argument(
         "--zk",
@@ -35,11 +41,25 @@ def add_session_options(parser: argparse.ArgumentParser) -> None:
         default=10.0,
         help="session timeout to ask for (the server bounds it; default 10)",
     )
+    group.add_argument(
+        "--connect-timeout",
+        metavar="SECONDS",
+        type=float,
+        default=ONE_SHOT_CONNECT_TIMEOUT if one_shot else None,
+        help="give up when no ZooKeeper host answers within this (default "
+        + (f"{ONE_SHOT_CONNECT_TIMEOUT:g}" if one_shot else "the session timeout")
+        + ")",
+    )
 
 
 def session(args: argparse.Namespace) -> aiocoord.Client:
     """The client for the options of ``add_session_options`` (``async with session(args)``)."""
-    return aiocoord.Client(args.zk, namespace=args.namespace, session_timeout=args.session_timeout)
+    return aiocoord.Client(
+        args.zk,
+        namespace=args.namespace,
+        session_timeout=args.session_timeout,
+        connect_timeout=args.connect_timeout,
+    )
 
 
 def write_deadline(args: argparse.Namespace) -> float:

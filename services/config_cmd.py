@@ -64,7 +64,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         ("status", "show which version each host runs"),
     ):
         a = actions.add_parser(name, help=text, description=text)
-        add_session_options(a)
+        add_session_options(a, one_shot=True)
         a.add_argument("--path", required=True, help="config history path")
         a.add_argument("--json", action="store_true", help="print JSON")
         if name == "publish":

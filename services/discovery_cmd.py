@@ -49,7 +49,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         description="Print each instance of --service as a JSON line; with --watch, then print "
         'each change as {"event": "added"|"removed"|"updated", "instance": {...}} until stopped.',
     )
-    add_session_options(d)
+    add_session_options(d, one_shot=True)
     d.add_argument("--service", required=True)
     d.add_argument("--base", default="/services", help="registry root (default /services)")
     d.add_argument("--watch", action="store_true", help="keep printing changes")

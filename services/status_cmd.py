@@ -35,7 +35,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="operator overview: ensemble, elections, config, services, tasks",
         description=__doc__.split("\n\n", 1)[0] if __doc__ else None,
     )
-    add_session_options(p)
+    add_session_options(p, one_shot=True)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--services", default="/services", metavar="BASE", help="(/services)")
     p.add_argument("--tasks", default="/rpc", metavar="ROOT", help="task tree root (/rpc)")

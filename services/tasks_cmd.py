@@ -78,7 +78,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         description="Submit DATA as a task and print its id; with --wait, wait and print the "
         "result (exit 1 when the task is dead or cancelled).",
     )
-    add_session_options(s)
+    add_session_options(s, one_shot=True)
     _add_root(s)
     s.add_argument("--wait", action="store_true", help="wait for the result and print it")
     s.add_argument("--timeout", type=float, default=None, metavar="SECONDS", help="for --wait")
@@ -91,7 +91,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         description="Print how many tasks are pending, assigned, failed, done, dead and "
         "cancelled (or the state of each TASK given).",
     )
-    add_session_options(t)
+    add_session_options(t, one_shot=True)
     _add_root(t)
     t.add_argument("--json", action="store_true", help="print JSON")
     t.add_argument("task_ids", nargs="*", metavar="TASK", help="task ids (task-NNNNNNNNNN)")

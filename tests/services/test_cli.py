@@ -6,8 +6,10 @@ import re
 import signal
 import subprocess
 import sys
+import time
 
 import anyio
+import pytest
 
 from aiocoord import Client
 from aiocoord.testing import free_port
@@ -82,3 +84,22 @@ def test_demo_names_the_step_that_failed() -> None:
     assert out.returncode == 1
     assert "demo FAILED at: connect to ZooKeeper" in out.stdout
     assert f"could not connect to ZooKeeper at 127.0.0.1:{port}" in out.stderr
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["config", "current", "--path", "/x"], ["submit", "x"], ["tasks"], ["status"],
+     ["discover", "--service", "api"]],
+    ids=["config", "submit", "tasks", "status", "discover"],
+)  # fmt: skip
+def test_one_shot_commands_fail_fast_naming_the_hosts(command: list[str]) -> None:
+    """An unreachable ZooKeeper: a one-shot command gives up after its connect timeout (5 s by
+    default), not its session timeout (30 s here), with one line naming the host; exit 1."""
+    host = f"127.0.0.1:{free_port()}"
+    started = time.monotonic()
+    out = subprocess.run(aiocoord_cmd(*command, "--zk", host, "--session-timeout", "30"),
+                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    took = time.monotonic() - started
+    assert out.returncode == 1, out.stderr
+    assert host in out.stderr and "Traceback" not in out.stderr, out.stderr
+    assert took < 20, took
