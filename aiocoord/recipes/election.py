@@ -263,11 +263,16 @@ class Election:
                     scope.cancel()
                 yield term
         finally:
-            with contextlib.suppress(CoordError):
-                await client.remove_watch(term.path, term._on_node_event)
-            resign = not (term.lost is not None and keep_candidacy and self._node_session)
-            if resign:  # (suspended under run(): keep our place, we may lead again at once)
-                with anyio.CancelScope(shield=True):
+            # Shielded, both steps: when the block was cancelled from outside, an unshielded
+            # await here (the watch removal) is cancelled at once and the resign never runs,
+            # leaving our node ahead of every other candidate while the session lives on.
+            with anyio.CancelScope(shield=True):
+                with contextlib.suppress(CoordError), anyio.move_on_after(
+                    client.negotiated_timeout
+                ):
+                    await client.remove_watch(term.path, term._on_node_event)
+                resign = not (term.lost is not None and keep_candidacy and self._node_session)
+                if resign:  # (suspended under run(): keep our place, we may lead again at once)
                     await self.resign()
         if term.lost is not None:
             raise LeadershipLost(term.lost)
