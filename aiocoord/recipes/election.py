@@ -319,9 +319,19 @@ class Election:
                 base, self.identity.encode(), ephemeral=True, sequential=True, makepath=True
             )
         except (ConnectionLoss, RequestTimeout):
-            # the create may have happened without our hearing of it: adopt it, never make two
-            await client.wait_connected()
-            ours = await client.get_ephemerals(base) if client.session_id == session else []
+            # the create may have happened without our hearing of it: adopt it, never make two.
+            # The look itself is retried until answered while the session lives: giving up on
+            # it (and creating again) would leave a first node of ours ahead of the second.
+            ours: list[str] = []
+            while True:
+                await client.wait_connected()
+                if client.session_id != session:
+                    break  # the session went, and any node made on it with it
+                try:
+                    ours = await client.get_ephemerals(base)
+                    break
+                except (ConnectionLoss, RequestTimeout):
+                    continue
             if not ours:
                 raise
             node = sorted(ours, key=lambda p: _sequence(p) or 0)[-1]
