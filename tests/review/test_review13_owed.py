@@ -1,0 +1,40 @@
+"""Review 13: attacks on "a delete of ours never removes a node of another session, nor one this
+client created again" (``Client.delete_ephemeral`` and the recipes that call it)."""
+
+from __future__ import annotations
+
+import anyio
+
+from aiocoord import Client, ServiceRegistry, SessionState
+from aiocoord.testing import TcpProxy, ZooKeeperServer, expire_session
+from tests.helpers import eventually
+from tests.transport.test_owed_deletes import stays
+
+
+async def test_deregistering_after_a_lost_session_spares_the_name_another_session_holds(
+    zk_server: ZooKeeperServer, namespace: str, zk: Client
+) -> None:
+    """Our session expires while we are cut off; meanwhile another session registers the same
+    instance id (a replacement process). We come back on a new session (hold_ephemeral waits for
+    the other holder, never deletes it) and then leave the register block: the deregistration
+    must not delete the other session's node."""
+    path = "/services/api/i1"
+    with TcpProxy.to(zk_server.hosts) as proxy:
+        async with Client(proxy.address, namespace=namespace, session_timeout=6) as client:
+            registry = ServiceRegistry(client, "/services")
+            states: list[SessionState] = []
+            client.add_listener(lambda event: states.append(event.state))
+            with anyio.fail_after(60):
+                async with registry.register("api", "127.0.0.1", 80, instance_id="i1"):
+                    old = client.session_id
+                    proxy.refuse()
+                    proxy.cut()
+                    await expire_session(client, host=zk_server.hosts)
+                    await eventually(lambda: SessionState.SUSPENDED in states, timeout=10)
+                    # the replacement registers the same instance id
+                    await zk.create(path, b"other", ephemeral=True, makepath=True)
+                    proxy.accept()
+                    await eventually(lambda: SessionState.CONNECTED in states, timeout=30)
+                    assert client.session_id != old
+                # the registration ended (deregistered): the other's node must stay
+                await stays(zk, path, zk.session_id, seconds=2.0)
