@@ -38,3 +38,44 @@ async def test_deregistering_after_a_lost_session_spares_the_name_another_sessio
                     assert client.session_id != old
                 # the registration ended (deregistered): the other's node must stay
                 await stays(zk, path, zk.session_id, seconds=2.0)
+
+
+async def test_a_stale_owed_delete_spares_a_sequential_node_created_again_under_its_name(
+    zk_server: ZooKeeperServer, namespace: str, zk: Client
+) -> None:
+    """A delete cancelled in flight is owed although the server applied it (its reply came after
+    the caller gave up). The parent is recreated, so this client's next sequential create gets
+    the very same name. After the next reconnect the owed delete must not remove that new node:
+    this client created it again after owing the delete."""
+    from tests.transport.test_protected_create import through_proxy
+
+    await zk.ensure_path("/p")
+    async with through_proxy(zk_server, namespace) as (proxy, client):
+        session = client.session_id
+        first = await client.create("/p/n-", ephemeral=True, sequential=True)
+        with anyio.fail_after(30):
+            proxy.stall_replies()
+            with anyio.move_on_after(0.5):
+                await client.delete_ephemeral(first)  # applied; its reply held: cancelled
+            await eventually_gone(zk, first)
+            proxy.resume()
+            assert client._session.owed  # owed, although done
+            await zk.delete("/p")
+            await zk.create("/p")
+            again = await client.create("/p/n-", ephemeral=True, sequential=True)
+            assert again == first  # the same name, a new node of this session
+            states: list[SessionState] = []
+            client.add_listener(lambda event: states.append(event.state))
+            proxy.cut()
+            await eventually(lambda: SessionState.RECONNECTED in states, timeout=20)
+            await client.sync("/")
+            await stays(zk, again, session, seconds=2.0)
+
+
+async def eventually_gone(zk: Client, path: str) -> None:
+    from tests.helpers import eventually_async
+
+    async def gone() -> bool:
+        return await zk.exists(path) is None
+
+    await eventually_async(gone, timeout=10)
