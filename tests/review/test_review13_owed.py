@@ -79,3 +79,67 @@ async def eventually_gone(zk: Client, path: str) -> None:
         return await zk.exists(path) is None
 
     await eventually_async(gone, timeout=10)
+
+
+async def test_a_delete_timed_out_on_a_live_connection_is_done(
+    zk_server: ZooKeeperServer, namespace: str, zk: Client
+) -> None:
+    """request_timeout shorter than the read timeout: RequestTimeout while the connection lives
+    on (no reconnect, so no pay): the delete still ends up done. (Held.)"""
+    from tests.helpers import eventually_async
+
+    with TcpProxy.to(zk_server.hosts) as proxy:
+        async with Client(
+            proxy.address, namespace=namespace, session_timeout=20, request_timeout=0.5
+        ) as client:
+            session = client.session_id
+            await client.create("/node", ephemeral=True)
+            with anyio.fail_after(30):
+                proxy.stall()
+                assert await client.delete_ephemeral("/node") is False  # RequestTimeout: owed
+                proxy.resume()
+
+                async def gone() -> bool:
+                    return await zk.exists("/node") is None
+
+                await eventually_async(gone, timeout=10)
+            assert client.session_id == session
+
+
+async def test_an_owed_delete_whose_pay_is_cut_is_paid_after_the_next_reconnect(
+    zk_server: ZooKeeperServer, namespace: str, zk: Client
+) -> None:
+    """The delete's request is lost; after the reconnect the pay's own requests are held and the
+    connection cut again (twice): the delete is still paid after a later reconnect. (Held.)"""
+    from tests.helpers import eventually_async
+    from tests.transport.test_protected_create import lose_request, through_proxy
+
+    async with through_proxy(zk_server, namespace) as (proxy, client):
+        session = client.session_id
+        await client.create("/node", ephemeral=True)
+        states: list[SessionState] = []
+        client.add_listener(lambda event: states.append(event.state))
+        proxy.refuse()
+        outcome = await lose_request(proxy, lambda: client.delete_ephemeral("/node"))
+        assert outcome.value is False
+        with anyio.fail_after(60):
+            for _ in range(2):
+                proxy.pass_handshakes_only()
+                proxy.accept()
+                seen = states.count(SessionState.RECONNECTED)
+                await eventually(
+                    lambda seen=seen: states.count(SessionState.RECONNECTED) > seen, timeout=20
+                )
+                await eventually(lambda: proxy.held_requests > 0, timeout=10)  # the pay, held
+                proxy.refuse()
+                proxy.cut()
+                proxy.resume()
+            assert await zk.exists("/node") is not None
+            proxy.accept()
+
+            async def gone() -> bool:
+                return await zk.exists("/node") is None
+
+            await eventually_async(gone, timeout=20)
+        assert client.session_id == session
+        assert not client._session.owed
