@@ -107,3 +107,24 @@ async def test_candidate_create_lost_then_adopt_lost_is_not_doubled(
             assert client.session_id == session
             assert len(kids) == 1, kids
             assert leading.is_set()
+
+
+@pytest.mark.parametrize("leaders", [1, 2])
+async def test_lead_cancelled_at_any_point_leaves_no_candidate(
+    zk_server: ZooKeeperServer, namespace: str, zk: Client, leaders: int
+) -> None:
+    """lead() cancelled after 0..N loop turns or a few ms (waiting for the session, creating,
+    ranking, inside _take, leading, resigning): no candidate node stays while the session
+    lives."""
+    async with Client(zk_server.hosts, namespace=namespace, session_timeout=20) as client:
+        session = client.session_id
+        with anyio.fail_after(120):
+            for i in range(40):
+                election = Election(client, "/election", leaders=leaders)
+                with anyio.move_on_after(0.0005 * i):
+                    async with election.lead():
+                        await anyio.sleep_forever()
+                await eventually_async(count_is(zk, "/election", 0, exactly=True), timeout=10)
+                for _ in range(i % 7):  # also cancel right at loop turns
+                    await anyio.lowlevel.checkpoint()
+        assert client.session_id == session
