@@ -267,8 +267,9 @@ class Election:
             # await here (the watch removal) is cancelled at once and the resign never runs,
             # leaving our node ahead of every other candidate while the session lives on.
             with anyio.CancelScope(shield=True):
-                with contextlib.suppress(CoordError), anyio.move_on_after(
-                    client.negotiated_timeout
+                with (
+                    contextlib.suppress(CoordError),
+                    anyio.move_on_after(client.negotiated_timeout),
                 ):
                     await client.remove_watch(term.path, term._on_node_event)
                 resign = not (term.lost is not None and keep_candidacy and self._node_session)

@@ -7,9 +7,8 @@ import pytest
 
 from aiocoord import Client, Election
 from aiocoord.testing import ZooKeeperServer
-from tests.helpers import eventually, eventually_async
+from tests.helpers import eventually_async
 from tests.transport.test_owed_deletes import count_is
-from tests.transport.test_protected_create import through_proxy
 
 
 async def test_leader_cancelled_from_outside_leaves_no_candidate(
