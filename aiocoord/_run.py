@@ -47,7 +47,15 @@ def run(main: Callable[..., Awaitable[T]], *args: Any, use_uvloop: bool = True) 
                 tg.start_soon(body, tg)
         except BaseExceptionGroup as group:
             if len(group.exceptions) == 1:  # main's own (on_signal does not raise)
-                raise group.exceptions[0] from None
+                # as it is: not ``raise ... from None``, which overwrites its __cause__ (and
+                # makes the group its hidden __context__)
+                exc = group.exceptions[0]
+                chain = exc.__cause__, exc.__context__, exc.__suppress_context__
+                try:
+                    raise exc
+                finally:
+                    exc.__cause__, exc.__context__, exc.__suppress_context__ = chain
+                    del exc, chain
             raise  # pragma: no cover
         return result[0] if result else None
 

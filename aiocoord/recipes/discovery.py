@@ -304,6 +304,8 @@ class Registration:
         self.registrations = 0
         self._wanted = False
         self._lost = anyio.Event()
+        #: the session known to hold our node (0: none known, e.g. a re-create under way)
+        self._node_session = 0
 
     @property
     def registered(self) -> bool:
@@ -329,18 +331,28 @@ class Registration:
                 await self._client.set(self.path, data)
 
     async def _create(self) -> None:
-        await hold_ephemeral(self._client, self.path, self.instance.encode(), log=log)
+        self._node_session = 0
+        stat = await hold_ephemeral(self._client, self.path, self.instance.encode(), log=log)
+        self._node_session = stat.ephemeral_owner
         self.registrations += 1
         log.info("registered %s (%s:%d)", self.path, self.instance.address, self.instance.port)
 
     async def _deregister(self, why: str) -> None:
         was, self._wanted = self._wanted, False
+        held, self._node_session = self._node_session, 0
         if not was:
             return
         # owed when the reply is lost (or this is cancelled): deleted after the reconnect, so a
         # blip never leaves a deregistered instance visible while the session lives on
         with anyio.move_on_after(self._client.negotiated_timeout or 5):
             try:
+                if held != self._client.session_id:
+                    # not known to be ours (re-registering after a lost session, where another
+                    # session may hold the name and is waited out): delete only a node of ours
+                    stat = await self._client.exists(self.path)
+                    if stat is None or stat.ephemeral_owner != self._client.session_id:
+                        log.info("deregistered %s: %s (no node of this session)", self.path, why)
+                        return
                 if await self._client.delete_ephemeral(self.path):
                     log.info("deregistered %s: %s", self.path, why)
                 else:

@@ -263,11 +263,17 @@ class Election:
                     scope.cancel()
                 yield term
         finally:
-            with contextlib.suppress(CoordError):
-                await client.remove_watch(term.path, term._on_node_event)
-            resign = not (term.lost is not None and keep_candidacy and self._node_session)
-            if resign:  # (suspended under run(): keep our place, we may lead again at once)
-                with anyio.CancelScope(shield=True):
+            # Shielded, both steps: when the block was cancelled from outside, an unshielded
+            # await here (the watch removal) is cancelled at once and the resign never runs,
+            # leaving our node ahead of every other candidate while the session lives on.
+            with anyio.CancelScope(shield=True):
+                with (
+                    contextlib.suppress(CoordError),
+                    anyio.move_on_after(client.negotiated_timeout),
+                ):
+                    await client.remove_watch(term.path, term._on_node_event)
+                resign = not (term.lost is not None and keep_candidacy and self._node_session)
+                if resign:  # (suspended under run(): keep our place, we may lead again at once)
                     await self.resign()
         if term.lost is not None:
             raise LeadershipLost(term.lost)
@@ -314,9 +320,19 @@ class Election:
                 base, self.identity.encode(), ephemeral=True, sequential=True, makepath=True
             )
         except (ConnectionLoss, RequestTimeout):
-            # the create may have happened without our hearing of it: adopt it, never make two
-            await client.wait_connected()
-            ours = await client.get_ephemerals(base) if client.session_id == session else []
+            # the create may have happened without our hearing of it: adopt it, never make two.
+            # The look itself is retried until answered while the session lives: giving up on
+            # it (and creating again) would leave a first node of ours ahead of the second.
+            ours: list[str] = []
+            while True:
+                await client.wait_connected()
+                if client.session_id != session:
+                    break  # the session went, and any node made on it with it
+                try:
+                    ours = await client.get_ephemerals(base)
+                    break
+                except (ConnectionLoss, RequestTimeout):
+                    continue
             if not ours:
                 raise
             node = sorted(ours, key=lambda p: _sequence(p) or 0)[-1]

@@ -50,8 +50,10 @@ from .paths import Chroot
 from .requests import (
     AddWatch,
     CloseSession,
+    Create,
     Delete,
     Exists,
+    Multi,
     Request,
     auth_body,
     set_watches_body,
@@ -67,7 +69,7 @@ from .state import (
     Tick,
     Transition,
 )
-from .types import EventType, KeeperState, SessionEvent, SessionState, WatchEvent
+from .types import CreateResult, EventType, KeeperState, SessionEvent, SessionState, WatchEvent
 from .watches import Watcher, WatchKind, WatchRegistry
 
 __all__ = ["Session", "SessionFeed"]
@@ -635,7 +637,20 @@ class Session:
             self._finish(req, exc=ProtocolError(f"cannot decode the reply to {req!r}: {exc!r}"))
             conn.fail(f"undecodable reply from {conn.host}")
             return
+        if self.owed:
+            self._forgive_created(req, result)
         self._finish(req, result)
+
+    def _forgive_created(self, req: Request[Any], result: Any) -> None:
+        """A node this client just created (a sequential name too: it recurs once its parent is
+        recreated) must not be removed by a delete owed under its name. Done as the reply comes,
+        before any owed-delete check answered after it can act."""
+        if isinstance(req, Create) and isinstance(result, str):
+            self.forgive(result)
+        elif isinstance(req, Multi) and isinstance(result, list):
+            for res in result:
+                if isinstance(res, CreateResult):
+                    self.forgive(self.chroot.to_server(res.path))
 
     def frame_received(self, conn: Connection, xid: int, frame: bytes) -> None:
         if conn is not self._conn:
