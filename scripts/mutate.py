@@ -260,8 +260,8 @@ M = [
     (
         "election candidate not adopted after a lost reply",
         "aiocoord/recipes/election.py",
-        "ours = await client.get_ephemerals(base) if client.session_id == session else []",
-        "ours = []",
+        "                    ours = await client.get_ephemerals(base)\n                    break",
+        "                    break",
         [
             R
             + "test_protected_creates.py::test_candidate_whose_reply_was_lost_is_adopted_not_doubled"
@@ -280,8 +280,8 @@ M = [
     (
         "run() wraps main's exception in a group",
         "aiocoord/_run.py",
-        "                raise group.exceptions[0] from None",
-        "                raise",
+        "                exc = group.exceptions[0]\n",
+        "                raise\n                exc = group.exceptions[0]\n",
         ["tests/test_run.py::test_run_raises_mains_exception_unwrapped"],
     ),
     (
@@ -788,6 +788,40 @@ M = [
         "        default=ONE_SHOT_CONNECT_TIMEOUT if one_shot else None,",
         "        default=None,",
         [S + "test_cli.py::test_one_shot_commands_fail_fast_naming_the_hosts"],
+    ),
+    (
+        "term cleanup not shielded",
+        "aiocoord/recipes/election.py",
+        "            with anyio.CancelScope(shield=True):\n                with (\n                    contextlib.suppress(CoordError),",
+        "            with anyio.CancelScope():\n                with (\n                    contextlib.suppress(CoordError),",
+        [
+            "tests/review/test_review13_election.py::test_leader_cancelled_from_outside_leaves_no_candidate"
+        ],
+    ),
+    (
+        "deregister deletes another session's node",
+        "aiocoord/recipes/discovery.py",
+        "                if held != self._client.session_id:",
+        "                if False:",
+        [
+            "tests/review/test_review13_owed.py::test_deregistering_after_a_lost_session_spares_the_name_another_session_holds"
+        ],
+    ),
+    (
+        "created node not forgiven as its reply arrives",
+        "aiocoord/transport/session.py",
+        "        if self.owed:\n            self._forgive_created(req, result)",
+        "        if False:\n            self._forgive_created(req, result)",
+        [
+            "tests/review/test_review13_owed.py::test_a_stale_owed_delete_spares_a_sequential_node_created_again_under_its_name"
+        ],
+    ),
+    (
+        "run() loses the cause of main's exception",
+        "aiocoord/_run.py",
+        "                    exc.__cause__, exc.__context__, exc.__suppress_context__ = chain",
+        "                    pass",
+        ["tests/review/test_review13_run.py"],
     ),
 ]
 
