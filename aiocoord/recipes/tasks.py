@@ -58,10 +58,12 @@ from typing import Any, TypeVar
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 
 from ..transport import codec
 from ..transport.client import Client
 from ..transport.errors import (
+    BadVersion,
     ConnectionLoss,
     CoordError,
     MultiFailed,
@@ -544,6 +546,15 @@ class _Redo:
     state: TaskState | None = None
     failures: int = 0
     last_error: str = ""
+    not_before: float = 0.0  # (monotonic) a failed task's retry waits until then
+
+
+def _retry_delay(failures: int, first: float, cap: float) -> float:
+    """How long a task that failed ``failures`` times waits before its next attempt: ``first``,
+    doubled with each further failure, at most ``cap``."""
+    if failures < 1 or first <= 0:
+        return 0.0
+    return min(first * 2.0 ** min(failures - 1, 64), cap)
 
 
 def _parse_worker(data: bytes) -> tuple[int, bool]:
@@ -562,6 +573,12 @@ class Dispatcher:
     lost workers, retries failed tasks up to ``max_attempts`` (then marks them dead), and deletes
     finished tasks ``retention`` seconds after they finished. Standbys wait and take over.
 
+    A task whose handler failed is retried after ``retry_delay`` seconds, doubled with each
+    further failure up to ``max_retry_delay`` (the other tasks are not held up meanwhile); the
+    tasks of a lost worker move at once. A task lost with its worker counts as a failed attempt
+    only if the worker had started it. The assignment directory of a worker that is gone is
+    removed once its tasks have moved.
+
     ``batch`` is how many task moves go into one multi() (one transaction, one disk sync).
     """
 
@@ -574,11 +591,17 @@ class Dispatcher:
         max_attempts: int = 3,
         retention: float = 3600.0,
         batch: int = 64,
+        retry_delay: float = 1.0,
+        max_retry_delay: float = 60.0,
     ) -> None:
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
         if retention < 0 or batch < 1:
             raise ValueError("retention must be >= 0 and batch >= 1")
+        if retry_delay < 0 or max_retry_delay < 0:
+            raise ValueError("retry delays must be >= 0")
+        self.retry_delay = retry_delay
+        self.max_retry_delay = max_retry_delay
         self._client = client
         self._paths = _Paths(root)
         self._identity = identity
@@ -627,6 +650,7 @@ class Dispatcher:
         self._pending: deque[str] = deque()
         self._redo: deque[_Redo] = deque()
         self._finished: dict[str, float] = {}
+        self._departed: set[str] = set()  # lost workers whose assignment directory is to go
         self._dirty_tasks = self._dirty_workers = True
         self._dirty_data: set[str] = set()
         self._dirty_assign: set[str] = set()
@@ -787,6 +811,7 @@ class Dispatcher:
                     await self._sync()
                 await self._prepare_redo()
                 await self._move()
+                await self._remove_departed()
                 await self._cleanup()
             except (ConnectionLoss, RequestTimeout) as exc:
                 log.info("dispatcher: %s; re-reading everything after the reconnect", exc)
@@ -794,8 +819,11 @@ class Dispatcher:
                 self._resync = True
                 continue
             if not self._more_work():
-                # idle: sleep until something changes, or until the next cleanup is due
+                # idle: sleep until something changes, the next cleanup or retry is due
                 until = self._next_cleanup - time.time() if self._finished else math.inf
+                now = time.monotonic()
+                for redo in self._redo:
+                    until = min(until, redo.not_before - now)
                 with anyio.move_on_after(max(until, 0.0)):
                     await self._wake.wait()
             self._wake = anyio.Event()
@@ -805,7 +833,9 @@ class Dispatcher:
         if dirty or self._resync:
             return True
         has_room = any(v.free for v in self._views.values())
-        return bool((self._pending or self._redo) and has_room) or any(
+        now = time.monotonic()
+        ready = any(r.not_before <= now for r in self._redo)
+        return bool((self._pending or ready) and has_room) or any(
             r.state is None for r in self._redo
         )
 
@@ -839,6 +869,8 @@ class Dispatcher:
                     view.assigned.add(task)
                 else:
                     self._redo.append(_Redo(task, d, f"worker {d} lost while running it"))
+            if view is None and listing:
+                self._departed.add(d)  # removed once these moved
             if view is None and not listing:
                 with contextlib.suppress(NoNode, NotEmpty):
                     await client.delete(f"{paths.assign}/{d}")
@@ -898,6 +930,7 @@ class Dispatcher:
         if view is None:
             return
         log.warning("dispatcher: worker %s lost; moving its %d task(s)", worker, len(view.assigned))
+        self._departed.add(worker)
         for task in sorted(view.assigned):
             self._redo.append(_Redo(task, worker, f"worker {worker} lost while running it"))
 
@@ -957,10 +990,15 @@ class Dispatcher:
             state, stat = await _read_status(client, paths, redo.task)
             redo.state, redo.status_version = state, stat.version
             redo.failures, redo.last_error = await _errors(client, paths, redo.task)
+            if state is TaskState.FAILED:
+                delay = _retry_delay(redo.failures, self.retry_delay, self.max_retry_delay)
+                redo.not_before = time.monotonic() + delay
             if redo.from_worker is not None:
-                old = paths.assignment(redo.from_worker, redo.task)
-                if await client.exists(old) is None:
+                old = await client.exists(paths.assignment(redo.from_worker, redo.task))
+                if old is None:
                     redo.from_worker = redo.reason = None  # already gone (completed, cancelled)
+                elif old.version == 0:
+                    redo.reason = None  # its worker never started it: not a failed attempt
 
         results = await _gather(read(r) for r in todo)
         unknown = set()
@@ -997,6 +1035,7 @@ class Dispatcher:
         # each entry: (kind, task, worker, ops); kind: "assign" | "redo" | "dead"
         moves: list[tuple[str, str, str | None, list[Op], _Redo | None]] = []
         redo_left: deque[_Redo] = deque()
+        now = time.monotonic()
         while self._redo:
             redo = self._redo.popleft()
             ops: list[Op] = []
@@ -1014,6 +1053,9 @@ class Dispatcher:
             if not retry:
                 ops.append(Op.set_data(paths.status(redo.task), b"dead", version))
                 moves.append(("dead", redo.task, None, ops, redo))
+                continue
+            if redo.not_before > now:  # a failed task waits for its retry delay
+                redo_left.append(redo)
                 continue
             worker = self._pick(free)
             if worker is None:
@@ -1113,6 +1155,39 @@ class Dispatcher:
                 self._pending.appendleft(task)
         self._wake.set()
 
+    async def _remove_departed(self) -> None:
+        """Remove the assignment directories of lost workers once their tasks have moved (a
+        default worker id is host-pid: one directory per worker process ever run)."""
+        if not self._departed:
+            return
+        client, paths = self._client, self._paths
+        moving = {r.from_worker for r in self._redo}
+        for worker in sorted(self._departed):
+            if worker in self._views:  # back (a new registration of the id): it keeps it
+                self._departed.discard(worker)
+                continue
+            if worker in moving:
+                continue
+            directory = f"{paths.assign}/{worker}"
+            try:
+                await client.multi([*self._guard, Op.delete(directory)])
+            except MultiFailed as exc:
+                if exc.index < len(self._guard):
+                    raise _Deposed(str(exc.cause)) from exc
+                if isinstance(exc.cause, NotEmpty):  # assignments we did not know of: move them
+                    known = {r.task for r in self._redo}
+                    try:
+                        left = await client.children(directory)
+                    except NoNode:
+                        left = []
+                    for task in left:
+                        if task not in known:
+                            reason = f"worker {worker} lost while running it"
+                            self._redo.append(_Redo(task, worker, reason))
+                    continue
+            self._departed.discard(worker)
+            log.info("dispatcher: removed the assignments directory of worker %s", worker)
+
     async def _cleanup(self) -> None:
         now = time.time()
         if now < self._next_cleanup:
@@ -1147,12 +1222,39 @@ async def _raise_first(results: Sequence[object]) -> None:
 
 
 # -- worker ----------------------------------------------------------------------------------
+@dataclass(slots=True, eq=False)
+class _Claim:
+    """An assignment a worker took, and what fences its outcome."""
+
+    task: str
+    session: int  # the session it was taken on
+    assigned_at: int  # the assignment's czxid: the zxid of the move that made it
+    made_for: bytes  # the assignment's data (the czxid of the registration it was made for)
+    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+    #: the status version the move left (read at start, -1 before): fences the outcome
+    status_version: int = -1
+    settled: bool = False  # nothing to hand back (outcome written or refused, or nothing to run)
+
+
 class Worker:
     """Runs tasks assigned to ``<root>/workers/<worker_id>`` through ``handler``, up to
     ``concurrency`` at once: ``await worker.run()``, until cancelled or ``stop()``.
 
+    An outcome is written only if the task is still where this worker took it: the completion's
+    multi() deletes the assignment and writes the status at the version the assigning move left,
+    so a task moved meanwhile (even to a new worker of the same id, at the same path) is never
+    completed by the worker it was taken from. Before running a task the worker marks its
+    assignment started (one write): a task lost with its worker counts as a failed attempt only
+    if it was started.
+
+    LOST: the tasks running on the ended session are cancelled (the dispatcher moves them), and
+    the worker registers again; if another process holds its id meanwhile (a replacement of the
+    same id), it waits for that one to go, and ``stop()`` still ends it at once.
+
     Stopping (cancellation or ``stop()``) is graceful: the worker is marked draining (no new
-    assignments), running tasks get ``grace`` seconds to finish, the rest go back to the queue.
+    assignments), running tasks get ``grace`` seconds to finish, then they are cancelled and the
+    worker waits for them to end (a handler in a thread cannot be interrupted: its task is not
+    handed back while it still runs); what did not finish goes back to the queue.
     """
 
     def __init__(
@@ -1173,9 +1275,11 @@ class Worker:
         self.id = _check_name("worker id", worker_id or f"{socket.gethostname()}-{os.getpid()}")
         self.concurrency = concurrency
         self.grace = grace
-        self._running: dict[str, anyio.CancelScope] = {}
+        self._running: dict[str, _Claim] = {}
+        self._unsettled: list[_Claim] = []  # ended without an outcome after stop(): to hand back
         self._slots = anyio.Semaphore(concurrency)
         self._stopping = anyio.Event()
+        self._follow_scope = anyio.CancelScope()
         self._changed = anyio.Event()
         self._registered = (0, 0)  # (session id, czxid of our worker node)
         self._task_ended = anyio.Event()
@@ -1197,6 +1301,7 @@ class Worker:
         """Stop gracefully (``run()`` returns once finished or returned its tasks)."""
         self._stopping.set()
         self._changed.set()
+        self._follow_scope.cancel()  # also a registration waiting for our id to be free
 
     async def run(
         self, *, task_status: anyio.abc.TaskStatus[str] = anyio.TASK_STATUS_IGNORED
@@ -1205,13 +1310,17 @@ class Worker:
         node's path to ``task_status`` once registered."""
         async with anyio.create_task_group() as tg:
             handlers: anyio.abc.TaskGroup = await tg.start(self._host_handlers)
+            self._client.add_listener(self._on_session)
             try:
-                await self._register()
-                task_status.started(self.path)
-                await self._follow(handlers)
+                with self._follow_scope:
+                    await self._follow(handlers, task_status)
             finally:
                 with anyio.CancelScope(shield=True):
-                    await self._shutdown(handlers)
+                    try:
+                        await self._shutdown()
+                    finally:
+                        self._client.remove_listener(self._on_session)
+                        self._drained.set()
 
     async def _host_handlers(
         self, *, task_status: anyio.abc.TaskStatus[anyio.abc.TaskGroup]
@@ -1222,6 +1331,14 @@ class Worker:
             async with anyio.create_task_group() as handlers:
                 task_status.started(handlers)
                 await self._drained.wait()
+
+    def _on_session(self, event: SessionEvent) -> None:
+        if event.state is SessionState.LOST:
+            # every assignment we hold was made for the registration that went with the
+            # session: the dispatcher moves them, their runs are void
+            for claim in self._running.values():
+                claim.scope.cancel()
+            self._changed.set()
 
     async def _register(self) -> None:
         client, paths = self._client, self._paths
@@ -1235,9 +1352,12 @@ class Worker:
         self._registered = (stat.ephemeral_owner, stat.czxid)
         log.info("worker %s: registered (capacity %d)", self.id, self.concurrency)
 
-    async def _follow(self, handlers: anyio.abc.TaskGroup) -> None:
+    async def _follow(
+        self, handlers: anyio.abc.TaskGroup, task_status: anyio.abc.TaskStatus[str]
+    ) -> None:
         client = self._client
         directory = f"{self._paths.assign}/{self.id}"
+        reported = need_directory = False
 
         def wake(_event: WatchEvent) -> None:
             self._changed.set()
@@ -1247,43 +1367,47 @@ class Worker:
             try:
                 if self._registered[0] != client.session_id:
                     await self._register()  # a new session: register again
+                    if not reported:
+                        task_status.started(self.path)
+                        reported = True
+                elif need_directory:
+                    await client.ensure_path(directory)
+                need_directory = False
                 names = await client.children(directory, watch=wake)
                 fresh = [n for n in names if n not in self._running]
-                datas = await _gather(client.get(f"{directory}/{n}") for n in fresh)
-            except NoNode:
-                await client.ensure_path(directory)
+                replies = await _gather(client.get(f"{directory}/{n}") for n in fresh)
+            except NoNode:  # our directory was removed (we were gone for a while): make it again
+                need_directory = True
                 continue
             except RETRYABLE:
                 await client.wait_connected()
                 continue
-            mine = str(self._registered[1])
-            for name, got in zip(fresh, datas, strict=True):
-                if isinstance(got, BaseException):
+            session, mine = self._registered[0], str(self._registered[1])
+            for name, reply in zip(fresh, replies, strict=True):
+                if isinstance(reply, BaseException):
                     continue  # gone meanwhile, or the next listing sees it again
-                if got[0].decode(errors="replace") not in ("", mine):
+                data, stat = reply
+                if data.decode(errors="replace") not in ("", mine):
                     continue  # made for an earlier registration: the dispatcher moves it
                 if name in self._running:
                     continue  # started while we read
-                scope = anyio.CancelScope()
-                self._running[name] = scope
-                handlers.start_soon(self._execute, name, scope)
+                claim = _Claim(name, session, stat.czxid, data)
+                self._running[name] = claim
+                handlers.start_soon(self._execute, claim)
             listed = set(names)
-            for name, scope in list(self._running.items()):
+            for name, claim in list(self._running.items()):
                 if name not in listed:
-                    scope.cancel()  # cancelled by its client, or moved: its outcome is void
+                    claim.scope.cancel()  # cancelled by its client, or moved: its outcome is void
             await self._changed.wait()
 
-    async def _execute(self, task_id: str, scope: anyio.CancelScope) -> None:
-        client, paths = self._client, self._paths
+    async def _execute(self, claim: _Claim) -> None:
+        task_id = claim.task
         try:
-            with scope:
+            with claim.scope:
                 async with self._slots:
-                    try:
-                        payload, _ = await client.get(paths.task(task_id))
-                    except NoNode:
-                        log.warning("worker %s: %s no longer exists; dropping it", self.id, task_id)
-                        with contextlib.suppress(CoordError):
-                            await client.delete(paths.assignment(self.id, task_id))
+                    payload = await self._begin(claim)
+                    if payload is None:
+                        claim.settled = True
                         return
                     try:
                         result = await self._handler(Task(task_id, payload, self.id))
@@ -1293,28 +1417,63 @@ class Worker:
                     except Exception as exc:  # any handler error fails the attempt
                         result, error = b"", f"{type(exc).__name__}: {exc}"
                     with anyio.CancelScope(shield=True):
-                        try:
-                            await self._finish(task_id, result, error)
-                        except CoordError as exc:  # e.g. closed: the dispatcher moves it
-                            log.error("worker %s: could not record the outcome of %s: %s",
-                                      self.id, task_id, exc)  # fmt: skip
-            if scope.cancelled_caught:
+                        await self._finish(claim, result, error)
+            if claim.scope.cancelled_caught:
                 log.info("worker %s: %s stopped (its assignment went away)", self.id, task_id)
+        except CoordError as exc:  # the session failed us: the dispatcher moves it if need be
+            log.warning("worker %s: gave up %s: %s", self.id, task_id, exc)
         finally:
-            self._running.pop(task_id, None)
+            if self._running.get(task_id) is claim:
+                del self._running[task_id]
+            if not claim.settled and self._stopping.is_set():
+                self._unsettled.append(claim)
             self._task_ended.set()
 
-    async def _finish(self, task_id: str, result: bytes, error: str | None) -> None:
-        paths = self._paths
+    async def _begin(self, claim: _Claim) -> bytes | None:
+        """The task's payload, once the status version its assignment made is known and the
+        assignment is marked started; None when there is nothing to run (the task is gone, or
+        was moved or cancelled meanwhile, or the session it was taken on ended)."""
+        client, paths = self._client, self._paths
+        assignment = paths.assignment(self.id, claim.task)
+        while client.session_id == claim.session:
+            try:
+                try:
+                    payload, _ = await client.get(paths.task(claim.task))
+                except NoNode:
+                    log.warning("worker %s: %s no longer exists; dropping it", self.id, claim.task)
+                    with contextlib.suppress(CoordError):
+                        await client.delete(assignment)
+                    return None
+                _, status = await client.get(paths.status(claim.task))
+                if status.mzxid != claim.assigned_at:
+                    # the status changed after the move that made our assignment (moved or
+                    # cancelled meanwhile): its version is not ours to complete with
+                    log.info("worker %s: %s changed hands before it started", self.id, claim.task)
+                    return None
+                claim.status_version = status.version
+                with contextlib.suppress(BadVersion):  # marked by an earlier try of ours
+                    await client.set(assignment, claim.made_for, 0)
+                return payload
+            except NoNode:
+                return None  # status or assignment gone: cancelled, returned or moved
+            except RETRYABLE:
+                await client.wait_connected()
+        return None  # taken on a session that ended: the dispatcher moves it
+
+    async def _finish(self, claim: _Claim, result: bytes, error: str | None) -> None:
+        paths, task_id = self._paths, claim.task
+        status = paths.status(task_id)
+        # fenced twice: our assignment is still there, and the status is at the version the
+        # move that made it left (a move to a new worker of our id makes the same path again)
         ops = [Op.delete(paths.assignment(self.id, task_id))]
         if error is None:
             ops += [
-                Op.set_data(paths.status(task_id), b"done"),
+                Op.set_data(status, b"done", claim.status_version),
                 Op.create(paths.result(task_id), result),
             ]
         else:
             ops += [
-                Op.set_data(paths.status(task_id), b"failed"),
+                Op.set_data(status, b"failed", claim.status_version),
                 Op.create(paths.error(task_id), error.encode()[:65536], sequential=True),
             ]
         retried = False
@@ -1325,10 +1484,16 @@ class Worker:
             except PayloadTooLarge as exc:
                 if error is not None:
                     raise
-                await self._finish(task_id, b"", f"result too large: {exc}")
+                await self._finish(claim, b"", f"result too large: {exc}")
                 return
             except MultiFailed as exc:
-                why = "its assignment was taken away" if exc.index == 0 else str(exc.cause)
+                if exc.index >= 2 and error is None:
+                    # still ours, but the result cannot be written (a result node already
+                    # there): a failed attempt, so the assignment goes and the dispatcher decides
+                    await self._finish(claim, b"", f"completion refused: {exc.cause}")
+                    return
+                claim.settled = True
+                why = "it was moved or cancelled" if exc.index < 2 else str(exc.cause)
                 if retried:  # our first try may have been applied after all
                     why += " (or an earlier try whose reply was lost was applied)"
                 log.warning("worker %s: completion of %s refused: %s", self.id, task_id, why)
@@ -1338,6 +1503,7 @@ class Worker:
                 # applied or not: a second try is refused if the first one was
                 await self._client.wait_connected()
                 retried = True
+        claim.settled = True
         if error is None:
             self.counts["completed"] += 1
             log.info("worker %s: completed %s", self.id, task_id)
@@ -1345,40 +1511,73 @@ class Worker:
             self.counts["failed"] += 1
             log.warning("worker %s: %s failed: %s", self.id, task_id, error)
 
-    async def _shutdown(self, handlers: anyio.abc.TaskGroup) -> None:
-        client = self._client
+    async def _wait_runs(self) -> None:
+        while self._running:
+            self._task_ended = anyio.Event()
+            await self._task_ended.wait()
+
+    async def _shutdown(self) -> None:
         self._stopping.set()
-        with anyio.move_on_after(self.grace + 10):
-            connected = client.state.live
-            if connected:
-                with contextlib.suppress(CoordError):
-                    await client.set(self.path, codec.dumps({"capacity": 0, "draining": True}))
-            with anyio.move_on_after(self.grace):
-                while self._running:
-                    self._task_ended = anyio.Event()
-                    await self._task_ended.wait()
-            unfinished = sorted(self._running)
-            handlers.cancel_scope.cancel()
-            if connected:
-                await self._return_unfinished(unfinished)
-                with contextlib.suppress(CoordError):
-                    await client.delete(self.path)
-        self._drained.set()
+        with anyio.move_on_after(10), contextlib.suppress(CoordError):
+            stat = await self._own_registration()
+            if stat is not None:  # never another process's node of our id
+                await self._client.set(
+                    self.path, codec.dumps({"capacity": 0, "draining": True}), stat.version
+                )
+        with anyio.move_on_after(self.grace):
+            await self._wait_runs()
+        if self._running:
+            for claim in self._running.values():
+                claim.scope.cancel()
+            await anyio.lowlevel.checkpoint()
+            if self._running:
+                log.warning("worker %s: waiting for %d handler(s) that do not stop when "
+                            "cancelled (threads)", self.id, len(self._running))  # fmt: skip
+            # a task is handed back only once its run ended: else it would run twice at once
+            await self._wait_runs()
+        with anyio.move_on_after(10), contextlib.suppress(CoordError):
+            if self._client.state.live:
+                await self._return_unfinished()
+                stat = await self._own_registration()
+                if stat is not None:
+                    await self._client.delete(self.path, stat.version)
         log.info("worker %s: stopped (%s)", self.id,
                  ", ".join(f"{k} {v}" for k, v in self.counts.items()))  # fmt: skip
 
-    async def _return_unfinished(self, running: list[str]) -> None:
-        """Give back what this worker holds and did not finish (running or not started)."""
+    async def _own_registration(self) -> ZnodeStat | None:
+        """Our worker node's stat if this session holds it (not a replacement of our id)."""
+        stat = await self._client.exists(self.path)
+        if stat is None or stat.ephemeral_owner != self._client.session_id:
+            return None
+        return stat
+
+    async def _return_unfinished(self) -> None:
+        """Give back what this worker took and did not finish, and what was assigned to it after
+        it stopped taking tasks. Each return is fenced like a completion, so a task moved
+        meanwhile (e.g. to a replacement of our id) is never taken from its new owner."""
         client, paths = self._client, self._paths
-        directory = f"{paths.assign}/{self.id}"
-        with contextlib.suppress(CoordError):
-            held = await client.children(directory)
-            for task in sorted(set(held) | set(running)):
-                try:
-                    await client.multi(
-                        [Op.delete(paths.assignment(self.id, task)), Op.delete(paths.status(task))]
-                    )
-                except MultiFailed:
-                    continue
-                self.counts["returned"] += 1
-                log.info("worker %s: returned %s to the queue", self.id, task)
+        claims = {c.task: c for c in self._unsettled}
+        try:
+            held = await client.children(f"{paths.assign}/{self.id}")
+        except NoNode:
+            held = []
+        session, mine = self._registered[0], str(self._registered[1])
+        for task in sorted(set(held) | set(claims)):
+            assignment, status = paths.assignment(self.id, task), paths.status(task)
+            try:
+                claim = claims.get(task)
+                if claim is None:  # assigned after we stopped taking tasks
+                    data, stat = await client.get(assignment)
+                    if data.decode(errors="replace") not in ("", mine):
+                        continue  # made for another registration of our id
+                    claim = _Claim(task, session, stat.czxid, data)
+                if claim.status_version < 0:
+                    _, stat = await client.get(status)
+                    if stat.mzxid != claim.assigned_at:
+                        continue  # moved or cancelled meanwhile
+                    claim.status_version = stat.version
+                await client.multi([Op.delete(assignment), Op.delete(status, claim.status_version)])
+            except (MultiFailed, NoNode):
+                continue
+            self.counts["returned"] += 1
+            log.info("worker %s: returned %s to the queue", self.id, task)
