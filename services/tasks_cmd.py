@@ -34,7 +34,8 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         help="the task dispatcher (one active, the others standby)",
         description="Contend for <root>/master; while active, assign pending tasks to live "
         "workers by free capacity, move the tasks of lost workers, retry failed tasks up to "
-        "--max-attempts (then mark them dead), delete finished tasks after --retention.",
+        "--max-attempts after a growing delay (then mark them dead), delete finished tasks "
+        "after --retention.",
     )
     add_session_options(d)
     _add_root(d)
@@ -43,6 +44,15 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     d.add_argument(
         "--retention", type=float, default=3600.0, metavar="SECONDS",
         help="keep finished tasks this long (3600)",
+    )  # fmt: skip
+    d.add_argument(
+        "--retry-delay", type=float, default=1.0, metavar="SECONDS",
+        help="a failed task waits this long before its next attempt, doubled after each "
+        "further failure (1)",
+    )  # fmt: skip
+    d.add_argument(
+        "--max-retry-delay", type=float, default=60.0, metavar="SECONDS",
+        help="the longest retry delay (60)",
     )  # fmt: skip
     d.set_defaults(func=dispatcher_main)
 
@@ -107,7 +117,8 @@ async def _dispatch(args: argparse.Namespace) -> None:
     async with session(args) as zk, serving(args, "dispatcher", zk) as metrics:
         dispatcher = aiocoord.Dispatcher(
             zk, args.root, identity=args.identity, max_attempts=args.max_attempts,
-            retention=args.retention,
+            retention=args.retention, retry_delay=args.retry_delay,
+            max_retry_delay=args.max_retry_delay,
         )  # fmt: skip
         metrics.describe("aiocoord_dispatcher_actions_total", "counter",
                          "what the dispatcher did: terms, assigned, reassigned, retried, dead, "

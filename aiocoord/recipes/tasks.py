@@ -23,20 +23,30 @@ Znode layout (the ``/rpc`` tree older kazoo/zkpython scripts use; ``root`` defau
 A plain script that creates ``<root>/tasks/task-`` and polls ``.../status`` for ``done`` works.
 
 Every move is one multi(), so a crash between two steps loses and duplicates nothing: the
-dispatcher's assignment creates ``status`` and the assignment together (or moves an assignment
-from a lost worker to a live one, recording the loss as an error); a worker's completion deletes
-its assignment and writes ``done`` and the result together, so a worker whose assignment was
-taken away (paused past its session timeout, presumed dead) cannot complete the task. Tasks run
-at least once and complete exactly once.
+dispatcher's assignment creates or sets ``status`` and creates the assignment together (or moves
+an assignment from a lost worker to a live one, recording the loss as an error), so every move
+bumps the status version, and the status's mzxid is the assignment's czxid. A worker reads the
+status version its assignment's move left before it runs the task (an assignment older than its
+status is not run), marks the assignment started (version 1: a loss is charged as a failed
+attempt only to started tasks), and completes in one multi() that deletes its assignment and
+writes ``done`` at that version with the result: a worker whose task was moved (paused past its
+session timeout, presumed dead) cannot complete it, even when the task went to a replacement of
+the same worker id at the same path. Tasks run at least once and complete exactly once. A
+completion refused while the task is still the worker's (a stray ``result``) is a failed attempt.
+A failed task waits ``retry_delay``, doubled per further failure, before its next attempt.
 
 SUSPENDED: the dispatcher keeps its state (its writes are fenced, and wait for the reconnect);
 workers keep running their tasks. RECONNECTED: the dispatcher re-reads everything (cheap next to
 a wrong assignment). LOST: the dispatcher's term ends (``master`` went with the session) and it
-contends again; a worker registers again on the new session and re-reads its assignments (the
-dispatcher treats the old registration as lost and moves its tasks; completions of tasks still
-running are refused if the task was moved). Cancellation: ``Dispatcher.run()`` resigns at once;
-``Worker.run()`` stops taking tasks, finishes what it runs within ``grace``, returns the rest to
-the queue, and deregisters.
+contends again; a worker cancels the runs of the ended session (the dispatcher treats the old
+registration as lost and moves its tasks; a handler that ignores the cancellation cannot
+complete a moved task), registers again on the new session (waiting, stoppable, while a
+replacement of its id holds the node) and re-reads its assignments. Cancellation:
+``Dispatcher.run()`` resigns at once; ``Worker.run()`` stops taking tasks, finishes what it runs
+within ``grace``, cancels the rest and waits for their runs to end (a handler in a thread is
+waited for), returns them to the queue, and deregisters; it never touches another process's
+registration or assignments of its id. The dispatcher removes ``assign/<worker-id>`` of a worker
+that is gone once its tasks have moved.
 """
 
 from __future__ import annotations
@@ -1417,11 +1427,13 @@ class Worker:
                     except Exception as exc:  # any handler error fails the attempt
                         result, error = b"", f"{type(exc).__name__}: {exc}"
                     with anyio.CancelScope(shield=True):
-                        await self._finish(claim, result, error)
+                        try:
+                            await self._finish(claim, result, error)
+                        except CoordError as exc:  # e.g. closed: the dispatcher moves it
+                            log.error("worker %s: could not record the outcome of %s: %s",
+                                      self.id, task_id, exc)  # fmt: skip
             if claim.scope.cancelled_caught:
                 log.info("worker %s: %s stopped (its assignment went away)", self.id, task_id)
-        except CoordError as exc:  # the session failed us: the dispatcher moves it if need be
-            log.warning("worker %s: gave up %s: %s", self.id, task_id, exc)
         finally:
             if self._running.get(task_id) is claim:
                 del self._running[task_id]
