@@ -823,6 +823,115 @@ M = [
         "                    pass",
         ["tests/review/test_review13_run.py"],
     ),
+    (
+        "completion not fenced on the status version",
+        "aiocoord/recipes/tasks.py",
+        '                Op.set_data(status, b"done", claim.status_version),',
+        '                Op.set_data(status, b"done"),',
+        [
+            R
+            + "test_tasks.py::test_stale_worker_cannot_complete_a_task_moved_to_a_replacement_of_its_id"
+        ],
+    ),
+    (
+        "assignment older than its status run",
+        "aiocoord/recipes/tasks.py",
+        "                if status.mzxid != claim.assigned_at:\n",
+        "                if False:\n",
+        [R + "test_tasks.py::test_an_assignment_older_than_its_status_is_not_run"],
+    ),
+    (
+        "worker reads not retried after session loss",
+        "aiocoord/recipes/tasks.py",
+        "            except RETRYABLE:\n                await client.wait_connected()\n        return None  # taken on a session that ended",
+        "            except NotEmpty:\n                await client.wait_connected()\n        return None  # taken on a session that ended",
+        [R + "test_tasks.py::test_worker_survives_repeated_session_expiry_while_tasks_flow"],
+    ),
+    (
+        "LOST does not cancel runs",
+        "aiocoord/recipes/tasks.py",
+        "            for claim in self._running.values():\n                claim.scope.cancel()\n            self._changed.set()",
+        "            self._changed.set()",
+        [
+            R
+            + "test_tasks.py::test_a_started_task_lost_with_its_worker_is_charged_and_its_run_cancelled"
+        ],
+    ),
+    (
+        "start not marked",
+        "aiocoord/recipes/tasks.py",
+        "                    await client.set(assignment, claim.made_for, 0)",
+        "                    pass",
+        [
+            R
+            + "test_tasks.py::test_a_started_task_lost_with_its_worker_is_charged_and_its_run_cancelled"
+        ],
+    ),
+    (
+        "never-started task charged",
+        "aiocoord/recipes/tasks.py",
+        "                    redo.reason = None  # its worker never started it: not a failed attempt",
+        "                    pass",
+        [R + "test_tasks.py::test_a_task_its_lost_worker_never_started_moves_without_a_charge"],
+    ),
+    (
+        "departed directories kept",
+        "aiocoord/recipes/tasks.py",
+        "                await self._remove_departed()\n",
+        "",
+        [R + "test_tasks.py::test_directory_of_a_departed_worker_is_removed"],
+    ),
+    (
+        "refused completion leaves the assignment",
+        "aiocoord/recipes/tasks.py",
+        "                if exc.index >= 2 and error is None:",
+        "                if False:",
+        [R + "test_tasks.py::test_a_completion_refused_for_another_reason_fails_the_attempt"],
+    ),
+    (
+        "stop hands back a task whose thread runs",
+        "aiocoord/recipes/tasks.py",
+        "            # a task is handed back only once its run ended: else it would run twice at once\n            await self._wait_runs()\n",
+        "            pass\n",
+        [R + "test_tasks.py::test_graceful_stop_does_not_hand_back_a_task_whose_thread_still_runs"],
+    ),
+    (
+        "no retry delay",
+        "aiocoord/recipes/tasks.py",
+        "            if redo.not_before > now:  # a failed task waits for its retry delay",
+        "            if False:",
+        [R + "test_tasks.py::test_failed_tasks_are_retried_after_a_growing_delay"],
+    ),
+    (
+        "stop marks or deletes a replacement's node",
+        "aiocoord/recipes/tasks.py",
+        "        if stat is None or stat.ephemeral_owner != self._client.session_id:",
+        "        if stat is None:",
+        [
+            R
+            + "test_tasks.py::test_stale_worker_cannot_complete_a_task_moved_to_a_replacement_of_its_id[the stale worker stops]"
+        ],
+    ),
+    (
+        "stop returns a replacement's task",
+        "aiocoord/recipes/tasks.py",
+        '                    if data.decode(errors="replace") not in ("", mine):\n                        continue  # made for another registration of our id',
+        "                    if False:\n                        continue  # made for another registration of our id",
+        [
+            R
+            + "test_tasks.py::test_stale_worker_cannot_complete_a_task_moved_to_a_replacement_of_its_id[the stale worker stops]"
+        ],
+    ),
+    (
+        "stop does not end a registration wait",
+        "aiocoord/recipes/tasks.py",
+        "        self._follow_scope.cancel()  # also a registration waiting for our id to be free\n",
+        "",
+        [
+            R
+            + "test_tasks.py::test_stale_worker_cannot_complete_a_task_moved_to_a_replacement_of_its_id[the stale worker stops]"
+        ],
+    ),
 ]
 
 
