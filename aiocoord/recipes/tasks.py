@@ -51,7 +51,6 @@ that is gone once its tasks have moved.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import enum
 import logging
@@ -226,15 +225,26 @@ def _check_name(kind: str, name: str) -> str:
 
 
 async def _gather(coros: Iterable[Coroutine[Any, Any, T]]) -> list[T | BaseException]:
-    """Run ``coros`` concurrently (pipelined on one session), in chunks; exceptions are returned."""
-    out: list[T | BaseException] = []
+    """Run ``coros`` concurrently (pipelined on one session) in an anyio task group, at most
+    ``_READ_CHUNK`` at once; their errors are returned in place of their results."""
     pending = list(coros)
-    for i in range(0, len(pending), _READ_CHUNK):
-        out.extend(await asyncio.gather(*pending[i : i + _READ_CHUNK], return_exceptions=True))
-    for item in out:
-        if isinstance(item, (asyncio.CancelledError, KeyboardInterrupt, SystemExit)):
-            raise item
-    return out
+    out: list[T | BaseException | None] = [None] * len(pending)
+
+    async def one(i: int) -> None:
+        try:
+            out[i] = await pending[i]
+        except Exception as exc:
+            out[i] = exc
+
+    try:
+        for start in range(0, len(pending), _READ_CHUNK):
+            async with anyio.create_task_group() as tg:
+                for i in range(start, min(start + _READ_CHUNK, len(pending))):
+                    tg.start_soon(one, i)
+    finally:
+        for coro in pending:  # cancelled: those never started are closed, not left unawaited
+            coro.close()
+    return out  # type: ignore[return-value]
 
 
 async def _read_status(client: Client, paths: _Paths, task_id: str) -> tuple[TaskState, ZnodeStat]:
@@ -1551,8 +1561,8 @@ class Worker:
             if self._client.state.live:
                 await self._return_unfinished()
                 stat = await self._own_registration()
-                if stat is not None:
-                    await self._client.delete(self.path, stat.version)
+                if stat is not None:  # owed when the reply is lost: a stopped worker is not
+                    await self._client.delete_ephemeral(self.path)  # handed tasks
         log.info("worker %s: stopped (%s)", self.id,
                  ", ".join(f"{k} {v}" for k, v in self.counts.items()))  # fmt: skip
 
