@@ -8,7 +8,7 @@ import anyio
 from anyio.abc import ByteReceiveStream
 from anyio.streams.buffered import BufferedByteReceiveStream
 
-from aiocoord import SessionFeed, SessionState, WatchEvent
+from aiocoord import Client, SessionFeed, SessionState, WatchEvent
 
 
 async def wait_state(feed: SessionFeed, state: SessionState, timeout: float) -> list[SessionState]:
@@ -78,3 +78,20 @@ async def eventually_async(
     with anyio.fail_after(timeout):
         while not await predicate():  # noqa: ASYNC110 - the state lives on the server
             await anyio.sleep(interval)
+
+
+async def children(zk: Client, path: str) -> list[str]:
+    """``path``'s children, sorted ([] while ``path`` does not exist)."""
+    return sorted(await zk.children(path)) if await zk.exists(path) else []
+
+
+def count_is(
+    zk: Client, path: str, count: int, *, exactly: bool = False
+) -> Callable[[], Awaitable[bool]]:
+    """For ``eventually_async``: ``path`` has at least (``exactly``) ``count`` children."""
+
+    async def check() -> bool:
+        n = len(await children(zk, path))
+        return n == count if exactly else n >= count
+
+    return check

@@ -27,7 +27,7 @@ from aiocoord import (
     Term,
 )
 from aiocoord.testing import TcpProxy, ZooKeeperServer, expire_session
-from tests.helpers import eventually, eventually_async
+from tests.helpers import children, count_is, eventually, eventually_async
 from tests.transport.test_protected_create import lose_reply, lose_request, through_proxy
 
 T = TypeVar("T")
@@ -35,17 +35,6 @@ T = TypeVar("T")
 PATH = "/Applications/NginxConf"
 TASKS = "/rpc/tasks"
 MARKERS = "/rpc/submitting"
-
-
-def count_is(zk: Client, path: str, count: int) -> Callable[[], Awaitable[bool]]:
-    async def check() -> bool:
-        return len(await children(zk, path)) >= count
-
-    return check
-
-
-async def children(zk: Client, path: str) -> list[str]:
-    return sorted(await zk.children(path)) if await zk.exists(path) else []
 
 
 async def expire_then_cut(
@@ -96,8 +85,7 @@ async def test_publish_with_a_key_and_a_lost_reply_returns_the_first_name(
 ) -> None:
     async with through_proxy(zk_server, namespace) as (proxy, client):
         store = ConfigStore(client, PATH)
-        for path in (PATH, f"{PATH}-keys"):  # (a first publish makes them, with replies)
-            await client.ensure_path(path)
+        await made_paths(client)
         outcome = await lose_reply(
             proxy, lambda: store.publish(b"v0", key="deploy-7"), count_is(zk, PATH, 1)
         )
@@ -140,14 +128,24 @@ async def guarded_term(client: Client, node: str) -> Term:
     return Term(client, node, stat.czxid, stat.version, 0)
 
 
+async def guarded_store(client: Client) -> tuple[ConfigStore, Term]:
+    """The store at PATH with its paths made (a first publish makes them, with replies), and a
+    term to publish under."""
+    term = await guarded_term(client, "/leader/n-0000000000")
+    await made_paths(client)
+    return ConfigStore(client, PATH), term
+
+
+async def made_paths(client: Client) -> None:
+    for path in (PATH, f"{PATH}-keys"):
+        await client.ensure_path(path)
+
+
 async def test_guarded_publish_with_a_lost_reply_makes_one_version(
     zk_server: ZooKeeperServer, namespace: str, zk: Client
 ) -> None:
     async with through_proxy(zk_server, namespace) as (proxy, client):
-        store = ConfigStore(client, PATH)
-        term = await guarded_term(client, "/leader/n-0000000000")
-        for path in (PATH, f"{PATH}-keys"):
-            await client.ensure_path(path)
+        store, term = await guarded_store(client)
         outcome = await lose_reply(
             proxy, lambda: store.publish(b"v0", term=term), count_is(zk, PATH, 1)
         )
@@ -162,10 +160,7 @@ async def test_guarded_publish_applied_before_the_term_was_lost_returns_its_vers
     is refused by the fence, but the key shows the first try was applied: its name is
     returned."""
     async with through_proxy(zk_server, namespace) as (proxy, client):
-        store = ConfigStore(client, PATH)
-        term = await guarded_term(client, "/leader/n-0000000000")
-        for path in (PATH, f"{PATH}-keys"):
-            await client.ensure_path(path)
+        store, term = await guarded_store(client)
         with anyio.fail_after(30):
             async with anyio.create_task_group() as tg:
                 names: list[str] = []
@@ -188,10 +183,7 @@ async def test_guarded_publish_not_applied_before_the_term_was_lost_is_fenced(
 ) -> None:
     """Not applied, then the term lost: the retry must not publish (LeadershipLost)."""
     async with through_proxy(zk_server, namespace) as (proxy, client):
-        store = ConfigStore(client, PATH)
-        term = await guarded_term(client, "/leader/n-0000000000")
-        for path in (PATH, f"{PATH}-keys"):
-            await client.ensure_path(path)
+        store, term = await guarded_store(client)
         with anyio.fail_after(30):
             async with anyio.create_task_group() as tg:
                 errors: list[BaseException] = []

@@ -7,8 +7,7 @@ import pytest
 
 from aiocoord import Client, Election
 from aiocoord.testing import ZooKeeperServer
-from tests.helpers import eventually_async
-from tests.transport.test_owed_deletes import count_is
+from tests.helpers import count_is, eventually_async
 
 
 async def test_leader_cancelled_from_outside_leaves_no_candidate(

@@ -69,13 +69,9 @@ async def test_agent_leader_killed_mid_stream_standby_serves_and_no_ack_is_lost(
 
         await eventually_async(two_candidates, 30)
         # the plain legacy client first
-        with anyio.fail_after(20):
-            while True:
-                try:
-                    version = await send_legacy("127.0.0.1", port, b"ADD|hello|world")
-                    break
-                except (OSError, TriggerError):
-                    await anyio.sleep(0.1)
+        version = await send_when_listening(
+            port, b"ADD|hello|world", 20, retry_on=(OSError, TriggerError)
+        )
         assert (await ConfigStore(zk, PATH).get(version)).data == b"hello|world"
 
         leader = (await election.current_leaders())[0].identity
@@ -117,19 +113,28 @@ async def leader_of(election: Election) -> Candidate | None:
     return leaders[0] if leaders else None
 
 
+async def send_when_listening(
+    port: int,
+    request: bytes,
+    timeout: float,
+    retry_on: tuple[type[Exception], ...] = (OSError,),
+) -> str:
+    """``send_legacy`` to 127.0.0.1:``port``, again until an agent listens there (bounded)."""
+    with anyio.fail_after(timeout):
+        while True:
+            try:
+                return await send_legacy("127.0.0.1", port, request)
+            except retry_on:
+                await anyio.sleep(0.1)
+
+
 async def test_agent_publishes_empty_data_only_with_allow_empty(
     zk_server: ZooKeeperServer, zk: Client
 ) -> None:
     port = free_port()
     args = [*zk_args(zk_server, zk), "--path", PATH, "--listen", f"127.0.0.1:{port}"]
     async with service("agent", *args, "--allow-empty"):
-        with anyio.fail_after(30):
-            while True:
-                try:
-                    version = await send_legacy("127.0.0.1", port, b"ADD|")
-                    break
-                except OSError:
-                    await anyio.sleep(0.1)  # not listening yet
+        version = await send_when_listening(port, b"ADD|", 30)
     assert (await ConfigStore(zk, PATH).get(version)).data == b""
 
 
@@ -173,13 +178,7 @@ async def test_an_agent_that_cannot_bind_resigns_backs_off_and_the_standby_serve
             port_b = free_port()
             listen_b = ["--listen", f"127.0.0.1:{port_b}", "--identity", "agent-b"]
             async with service("agent", *common, *listen_b):
-                with anyio.fail_after(90):
-                    while True:
-                        try:
-                            version = await send_legacy("127.0.0.1", port_b, b"ADD|from b")
-                            break
-                        except OSError:
-                            await anyio.sleep(0.2)  # B is not leading yet
+                version = await send_when_listening(port_b, b"ADD|from b", 90)  # B leads
                 leader = await leader_of(election)
                 assert leader is not None and leader.identity == "agent-b"
             assert "resigned; contending again in 4s" in log_a.read_text()  # doubled
@@ -202,13 +201,7 @@ async def test_a_deposed_agent_publish_in_flight_is_refused_by_its_term(
             "--path", PATH, "--listen", f"127.0.0.1:{port_a}", "--identity", "agent-a",
         ]  # fmt: skip
         async with service("agent", *args_a) as a:
-            with anyio.fail_after(30):
-                while True:
-                    try:
-                        first = await send_legacy("127.0.0.1", port_a, b"ADD|first")
-                        break
-                    except OSError:
-                        await anyio.sleep(0.1)  # A is not listening yet
+            first = await send_when_listening(port_a, b"ADD|first", 30)
             args_b = [*zk_args(zk_server, zk), "--path", PATH, "--listen", f"127.0.0.1:{port_b}"]
             async with service("agent", *args_b, "--identity", "agent-b"):
 
@@ -247,13 +240,7 @@ async def test_a_deposed_agent_publish_in_flight_is_refused_by_its_term(
                     reply = await reader.read()
                     writer.close()
                 assert not reply.startswith(b"OK"), reply
-                with anyio.fail_after(30):
-                    while True:
-                        try:
-                            second = await send_legacy("127.0.0.1", port_b, b"ADD|from b")
-                            break
-                        except OSError:
-                            await anyio.sleep(0.1)  # B is not listening yet
+                second = await send_when_listening(port_b, b"ADD|from b", 30)
     assert [v.data for v in await store.history()] == [b"first", b"from b"]
     assert [v.name for v in await store.history()] == [first, second]
 

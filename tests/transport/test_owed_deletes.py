@@ -11,7 +11,7 @@ import anyio
 
 from aiocoord import Client, Election, ServiceRegistry, SessionState
 from aiocoord.testing import TcpProxy, ZooKeeperServer
-from tests.helpers import eventually, eventually_async
+from tests.helpers import count_is, eventually, eventually_async
 from tests.transport.test_protected_create import lose_reply, lose_request, through_proxy
 
 
@@ -182,16 +182,6 @@ async def test_a_deregistration_whose_delete_was_lost_is_done_after_the_reconnec
 
 async def exists(zk: Client, path: str) -> bool:
     return await zk.exists(path) is not None
-
-
-def count_is(
-    zk: Client, path: str, count: int, *, exactly: bool = False
-) -> Callable[[], Awaitable[bool]]:
-    async def check() -> bool:
-        kids = await zk.children(path) if await zk.exists(path) else []
-        return len(kids) == count if exactly else len(kids) >= count
-
-    return check
 
 
 async def test_candidate_cancelled_with_its_create_in_flight_leaves_no_node(

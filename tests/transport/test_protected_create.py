@@ -16,7 +16,7 @@ import pytest
 
 from aiocoord import Client, ConnectionLoss
 from aiocoord.testing import TcpProxy, ZooKeeperServer
-from tests.helpers import eventually, eventually_async
+from tests.helpers import count_is, eventually, eventually_async
 
 T = TypeVar("T")
 
@@ -83,13 +83,6 @@ async def through_proxy(
             yield proxy, client
 
 
-def has_children(zk: Client, path: str, count: int) -> Callable[[], Awaitable[bool]]:
-    async def check() -> bool:
-        return len(await zk.children(path)) >= count
-
-    return check
-
-
 async def test_protected_create_with_a_lost_reply_returns_the_one_node(
     zk_server: ZooKeeperServer, namespace: str, zk: Client
 ) -> None:
@@ -99,7 +92,7 @@ async def test_protected_create_with_a_lost_reply_returns_the_one_node(
         outcome = await lose_reply(
             proxy,
             lambda: client.create("/q/item-", b"x", sequential=True, protected=True, makepath=True),
-            has_children(zk, "/q", 1),
+            count_is(zk, "/q", 1),
         )
         assert client.session_id == session  # the same session: only the reply was lost
     assert outcome.error is None and outcome.value is not None
@@ -120,7 +113,7 @@ async def test_plain_sequential_create_retried_after_a_lost_reply_makes_two_node
         outcome = await lose_reply(
             proxy,
             lambda: client.create("/q/item-", b"x", sequential=True),
-            has_children(zk, "/q", 1),
+            count_is(zk, "/q", 1),
         )
         assert isinstance(outcome.error, ConnectionLoss)
         with anyio.fail_after(10):
