@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import functools
 import logging
 import math
 import os
@@ -92,7 +93,7 @@ from ..transport.types import (
     WatchEvent,
     ZnodeStat,
 )
-from ._session import RETRYABLE, hold_ephemeral
+from ._session import RETRYABLE, Wakeup, hold_ephemeral, pipelined
 
 __all__ = [
     "Dispatcher",
@@ -225,26 +226,21 @@ def _check_name(kind: str, name: str) -> str:
 
 
 async def _gather(coros: Iterable[Coroutine[Any, Any, T]]) -> list[T | BaseException]:
-    """Run ``coros`` concurrently (pipelined on one session) in an anyio task group, at most
-    ``_READ_CHUNK`` at once; their errors are returned in place of their results."""
+    """Run ``coros`` concurrently (pipelined on one session, ``_READ_CHUNK`` at once); their
+    errors are returned in place of their results."""
     pending = list(coros)
-    out: list[T | BaseException | None] = [None] * len(pending)
 
-    async def one(i: int) -> None:
+    async def settled(coro: Coroutine[Any, Any, T]) -> T | BaseException:
         try:
-            out[i] = await pending[i]
+            return await coro
         except Exception as exc:
-            out[i] = exc
+            return exc
 
     try:
-        for start in range(0, len(pending), _READ_CHUNK):
-            async with anyio.create_task_group() as tg:
-                for i in range(start, min(start + _READ_CHUNK, len(pending))):
-                    tg.start_soon(one, i)
+        return await pipelined([functools.partial(settled, c) for c in pending], _READ_CHUNK)
     finally:
         for coro in pending:  # cancelled: those never started are closed, not left unawaited
             coro.close()
-    return out  # type: ignore[return-value]
 
 
 async def _read_status(client: Client, paths: _Paths, task_id: str) -> tuple[TaskState, ZnodeStat]:
@@ -467,16 +463,12 @@ class TaskHandle:
         client = self._client
         status = self._paths.status(self.id)
         while True:
-            changed = anyio.Event()
-
-            def wake(_event: WatchEvent, changed: anyio.Event = changed) -> None:
-                changed.set()
-
+            changed = Wakeup()
             try:
                 try:
-                    data, _ = await client.get(status, watch=wake)
+                    data, _ = await client.get(status, watch=changed.watch)
                 except NoNode:
-                    if await client.exists(status, watch=wake) is None:
+                    if await client.exists(status, watch=changed.watch) is None:
                         if await client.exists(self.path) is None:
                             raise UnknownTask(
                                 f"no task {self.id} under {self._paths.tasks}"
@@ -500,7 +492,7 @@ class TaskHandle:
                 await client.wait_connected()
             finally:
                 with contextlib.suppress(CoordError):
-                    await client.remove_watch(status, wake)
+                    await client.remove_watch(status, changed.watch)
 
     async def cancel(self) -> bool:
         """Cancel the task unless it finished: True when this call cancelled it. A running task's
@@ -747,12 +739,8 @@ class Dispatcher:
                     raise
             except (ConnectionLoss, RequestTimeout):
                 await client.wait_connected()  # it may have been created: look below
-            woken = anyio.Event()
-
-            def wake(_event: WatchEvent, woken: anyio.Event = woken) -> None:
-                woken.set()
-
-            stat = await client.exists(paths.master, watch=wake)
+            woken = Wakeup()
+            stat = await client.exists(paths.master, watch=woken.watch)
             if stat is None:
                 continue
             if stat.ephemeral_owner == client.session_id:  # ours, from a create we did not hear of
@@ -763,7 +751,7 @@ class Dispatcher:
                     Op.check(paths.epoch, epoch.version),
                 ]
                 with contextlib.suppress(CoordError):
-                    await client.remove_watch(paths.master, wake)
+                    await client.remove_watch(paths.master, woken.watch)
                 return
             if not said_standby:
                 holder = await self._holder()
