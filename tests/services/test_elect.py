@@ -52,6 +52,14 @@ def pid_in(path: Path) -> int | None:
     return int(text) if text else None
 
 
+async def started(pid_file: Path, timeout: float = 20) -> int:
+    """The pid a command wrote to ``pid_file`` once it started (bounded wait)."""
+    await eventually(lambda: pid_in(pid_file) is not None, timeout)
+    pid = pid_in(pid_file)
+    assert pid is not None
+    return pid
+
+
 @asynccontextmanager
 async def runner(
     hosts: str,
@@ -117,9 +125,7 @@ async def test_command_does_not_outlive_a_sigkilled_runner(
     zk: Client, zk_server: ZooKeeperServer, tmp_path: Path
 ) -> None:
     async with runner(zk_server.hosts, zk.namespace, "a", tmp_path) as a:
-        await eventually(lambda: pid_in(tmp_path / "a.pid") is not None, 20)
-        a_cmd = pid_in(tmp_path / "a.pid")
-        assert a_cmd is not None
+        a_cmd = await started(tmp_path / "a.pid")
         async with runner(zk_server.hosts, zk.namespace, "b", tmp_path):
             a.kill()
             await a.wait()
@@ -134,9 +140,7 @@ async def test_stubborn_command_is_killed_after_the_grace_period(
     async with runner(
         zk_server.hosts, zk.namespace, "a", tmp_path, "--grace", "0.5", mode="stubborn"
     ) as a:
-        await eventually(lambda: pid_in(tmp_path / "a.pid") is not None, 20)
-        a_cmd = pid_in(tmp_path / "a.pid")
-        assert a_cmd is not None
+        a_cmd = await started(tmp_path / "a.pid")
         a.send_signal(signal.SIGTERM)
         with anyio.fail_after(15):
             assert await a.wait() == 0
@@ -260,9 +264,7 @@ async def test_a_partitioned_runner_kills_its_command_before_its_session_can_exp
         async with runner(
             proxy.address, zk.namespace, "a", tmp_path, mode="stubborn", session_timeout=8
         ):
-            await eventually(lambda: pid_in(tmp_path / "a.pid") is not None, 20)
-            pid = pid_in(tmp_path / "a.pid")
-            assert pid is not None
+            pid = await started(tmp_path / "a.pid")
             node = await leader_node(zk)
             proxy.stall()  # silent: the server expires the session 8 s after the last frame
             await all_gone([pid], 30)
@@ -282,9 +284,7 @@ async def test_a_runner_stopping_its_command_meets_a_partition_and_cuts_its_grac
             proxy.address, zk.namespace, "a", tmp_path, "--grace", "60", mode="stubborn",
             session_timeout=8,
         ) as a:  # fmt: skip
-            await eventually(lambda: pid_in(tmp_path / "a.pid") is not None, 20)
-            pid = pid_in(tmp_path / "a.pid")
-            assert pid is not None
+            pid = await started(tmp_path / "a.pid")
             node = await leader_node(zk)
             a.send_signal(signal.SIGTERM)  # a graceful stop of 60 s begins...
             proxy.stall()  # ...and the runner is cut off: the session will expire
@@ -298,9 +298,7 @@ async def test_a_paused_runner_cannot_stop_its_command_until_it_resumes(
     # the documented limit: a runner under SIGSTOP (a GC pause, a frozen VM) keeps its command
     # running while a standby's starts; fencing with AIOCOORD_LEADER_TOKEN is the answer
     async with runner(zk_server.hosts, zk.namespace, "a", tmp_path) as a:
-        await eventually(lambda: pid_in(tmp_path / "a.pid") is not None, 20)
-        a_cmd = pid_in(tmp_path / "a.pid")
-        assert a_cmd is not None
+        a_cmd = await started(tmp_path / "a.pid")
         async with runner(zk_server.hosts, zk.namespace, "b", tmp_path):
             a.send_signal(signal.SIGSTOP)
             try:
@@ -393,9 +391,7 @@ async def test_once_fails_when_leadership_is_lost_while_the_command_runs(
 ) -> None:
     log = tmp_path / "a.log"
     async with runner(zk_server.hosts, zk.namespace, "a", tmp_path, "--once", log=log) as a:
-        await eventually(lambda: pid_in(tmp_path / "a.pid") is not None, 20)
-        pid = pid_in(tmp_path / "a.pid")
-        assert pid is not None
+        pid = await started(tmp_path / "a.pid")
         await zk.delete(await leader_node(zk))
         with anyio.fail_after(20):
             assert await a.wait() == 1
