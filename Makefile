@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: setup system-deps venv test lint demo bench mutate clean
+.PHONY: setup system-deps venv test lint demo bench mutate mutmut clean
 
 setup: system-deps venv
 
@@ -38,6 +38,11 @@ bench: setup
 # curated mutations of the session layer, each must be killed by a test (slow: not in CI)
 mutate: setup
 	PYTHON=$(PY) $(PY) scripts/mutate.py
+
+# mutmut over the modules that need no server, scored per module (slow-ish: not in CI)
+mutmut: venv
+	$(PY) -m pip install -q -e '.[dev,mutation]'
+	$(PY) scripts/mutmut_report.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

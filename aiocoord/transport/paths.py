@@ -69,11 +69,8 @@ class Chroot:
     __slots__ = ("prefix",)
 
     def __init__(self, namespace: str | None) -> None:
-        if namespace in (None, "", "/"):
-            self.prefix = ""
-        else:
-            assert namespace is not None
-            self.prefix = validate_path(namespace.rstrip("/") or "/")
+        stripped = (namespace or "").rstrip("/")  # "/" and "//" are the root: no namespace
+        self.prefix = validate_path(stripped) if stripped else ""
 
     def to_server(self, path: str) -> str:
         if not self.prefix:

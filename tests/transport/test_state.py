@@ -11,6 +11,7 @@ from aiocoord.transport.state import (
     Expired,
     SessionMachine,
     Tick,
+    Transition,
 )
 
 S = SessionState
@@ -171,3 +172,58 @@ def test_after_lost_a_read_only_session_is_not_presented_to_the_quorum() -> None
     m.apply(Tick(100.0))  # LOST: the member left the quorum and forgot the session
     m.apply(Established(0, 0x99, b"r" * 16, 6.0, True, "ro:1"))
     assert m.state is S.READ_ONLY and m.connect_id == 0
+
+
+def test_events_name_the_host_they_happened_on() -> None:
+    m = SessionMachine(timeout=10)
+    t = m.apply(Established(0, 0x10, b"p" * 16, 6.0, False, "h:1"))
+    assert [(e.state, e.host) for e in t.events] == [(S.CONNECTED, "h:1")]
+    t = m.apply(Dropped("h:1", "EOF", last_recv=0.0))
+    assert [(e.state, e.host) for e in t.events] == [(S.SUSPENDED, "h:1")]
+    t = m.apply(Tick(100.0))
+    assert [(e.state, e.host) for e in t.events] == [(S.LOST, None)]
+
+
+def test_an_expired_answer_is_lost_with_its_reason() -> None:
+    m = SessionMachine(timeout=10)
+    connected(m, session_id=0x10)
+    m.apply(Dropped("h:1", "EOF", last_recv=0.0))
+    t = m.apply(Expired(0x10, "the server says so"))
+    assert t.lost == "the server says so"
+    assert m.lost_deadline is None  # the I/O loop's ticker reads it: None, never a stand-in
+
+
+def test_an_expired_answer_for_another_session_or_none_is_ignored() -> None:
+    m = SessionMachine(timeout=10)
+    assert m.apply(Expired(0, "a first connect cannot expire")).events == ()
+    connected(m, session_id=0x10)
+    m.apply(Dropped("h:1", "EOF", last_recv=0.0))
+    t = m.apply(Expired(0x99, "an answer for a session given up before"))
+    assert t.events == () and t.lost is None
+    assert m.state is S.SUSPENDED and m.session_id == 0x10
+
+
+def test_session_id_one_reconnects_like_any_other() -> None:
+    m = SessionMachine(timeout=10)
+    connected(m, session_id=0x1)
+    m.apply(Dropped("h:1", "EOF", last_recv=0.0))
+    t = m.apply(Established(0x1, 0x1, b"p" * 16, 6.0, False, "h:2"))
+    assert [e.state for e in t.events] == [S.RECONNECTED] and t.lost is None
+
+
+def test_terminal_states_clear_the_lost_deadline() -> None:
+    for end in (AuthRefused("AUTHFAILED"), Closed()):
+        m = SessionMachine(timeout=10)
+        connected(m)
+        m.apply(Dropped("h:1", "EOF", last_recv=0.0))
+        assert m.lost_deadline == 6.0
+        m.apply(end)
+        assert m.lost_deadline is None, end
+
+
+def test_a_closed_session_ignores_every_input() -> None:
+    m = SessionMachine(timeout=10)
+    m.apply(Closed())
+    assert m.apply(Established(0, 0x20, b"q" * 16, 6.0, False, "h:1")) == Transition()
+    assert m.apply(Closed()) == Transition()
+    assert m.state is S.CLOSED and m.session_id == 0
