@@ -115,7 +115,7 @@ from ..transport.types import (
     WatchEvent,
     ZnodeStat,
 )
-from ._session import RETRYABLE, Wakeup, hold_ephemeral, pipelined
+from ._session import RETRYABLE, Wakeup, hold_ephemeral, listening, pipelined
 
 __all__ = [
     "Dispatcher",
@@ -956,9 +956,8 @@ class Dispatcher:
             elif event.state in (SessionState.LOST, SessionState.CLOSED) and self._term_scope:
                 self._term_scope.cancel()
 
-        client.add_listener(on_session)
         try:
-            with anyio.CancelScope() as scope:
+            with listening(client, on_session), anyio.CancelScope() as scope:
                 self._term_scope = scope
                 stat = await client.exists(self._paths.master, watch=self._on_master)
                 if stat is None or stat.ephemeral_owner != client.session_id:
@@ -972,8 +971,6 @@ class Dispatcher:
             log.warning("dispatcher %s: deposed: %s", self.identity, exc)
         except SessionExpired:
             log.warning("dispatcher %s: session expired; contending again", self.identity)
-        finally:
-            client.remove_listener(on_session)
         if self._master_event is not None:
             log.warning("dispatcher %s: term ended (%s on master)", self.identity,
                         self._master_event.type.name)  # fmt: skip
@@ -1432,17 +1429,16 @@ class Worker:
         node's path to ``task_status`` once registered."""
         async with anyio.create_task_group() as tg:
             handlers: anyio.abc.TaskGroup = await tg.start(self._host_handlers)
-            self._client.add_listener(self._on_session)
-            try:
-                with self._follow_scope:
-                    await self._follow(handlers, task_status)
-            finally:
-                with anyio.CancelScope(shield=True):
-                    try:
-                        await self._shutdown()
-                    finally:
-                        self._client.remove_listener(self._on_session)
-                        self._drained.set()
+            with listening(self._client, self._on_session):
+                try:
+                    with self._follow_scope:
+                        await self._follow(handlers, task_status)
+                finally:
+                    with anyio.CancelScope(shield=True):
+                        try:
+                            await self._shutdown()
+                        finally:
+                            self._drained.set()
 
     async def _host_handlers(
         self, *, task_status: anyio.abc.TaskStatus[anyio.abc.TaskGroup]
