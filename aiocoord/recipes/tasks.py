@@ -940,11 +940,20 @@ class Dispatcher:
             await client.remove_watch(self._paths.master, self._on_master)
         if not client.state.live:
             return  # the node goes with the session
-        with contextlib.suppress(CoordError):
+        try:
             stat = await client.exists(self._paths.master)
-            if stat is not None and stat.ephemeral_owner == client.session_id:
-                await client.delete(self._paths.master, stat.version)
+            if stat is None or stat.ephemeral_owner != client.session_id:
+                return  # never a successor's node
+            # owed when the reply is lost (or this is cancelled): deleted after the reconnect,
+            # so a blip never leaves the standbys waiting for a master that resigned
+            if await client.delete_ephemeral(self._paths.master):
                 log.info("dispatcher %s: resigned", self.identity)
+            else:
+                log.warning("dispatcher %s: resigning: the reply was lost: deleted after the "
+                            "reconnect, or with the session", self.identity)  # fmt: skip
+        except CoordError as exc:
+            log.warning("dispatcher %s: could not delete %s on resign: %s", self.identity,
+                        self._paths.master, exc)  # fmt: skip
 
     async def _lead(self) -> None:
         client = self._client
