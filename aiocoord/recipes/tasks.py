@@ -47,6 +47,20 @@ within ``grace``, cancels the rest and waits for their runs to end (a handler in
 waited for), returns them to the queue, and deregisters; it never touches another process's
 registration or assignments of its id. The dispatcher removes ``assign/<worker-id>`` of a worker
 that is gone once its tasks have moved.
+
+The dispatcher's leadership is its own, not ``Election``'s, because that would change the
+layout: an election is a directory of EPHEMERAL_SEQUENTIAL candidates, while ``<root>/master`` is
+one EPHEMERAL node whose data is the active dispatcher's identity, the layout DESIGN.md fixes for
+the kazoo scripts, operators and ``aiocoord status`` that read it (and for older dispatchers,
+which would find ``master`` taken for good by an election's persistent parent). The fencing is
+its own too: a term's writes check ``master`` and ``<root>/epoch``, whose version the multi()
+that creates ``master`` bumps, so a term's token is a counter that outlives the node, where
+``Term.guard`` checks only its candidate node. Standbys all watch ``master`` (there are few).
+
+The dispatcher plans each round's moves (``Move``) with pure functions over its records
+(``_plan``: which worker takes which task by free capacity, which decision is due;
+``_requeue``: where the moves of a refused batch go back); the I/O around them only reads the
+tree into those records and writes the moves in batches.
 """
 
 from __future__ import annotations
@@ -62,8 +76,16 @@ import socket
 import time
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import (
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 import anyio
@@ -93,7 +115,7 @@ from ..transport.types import (
     WatchEvent,
     ZnodeStat,
 )
-from ._session import RETRYABLE, Wakeup, hold_ephemeral, pipelined
+from ._session import RETRYABLE, Wakeup, hold_ephemeral, listening, pipelined
 
 __all__ = [
     "Dispatcher",
@@ -547,7 +569,7 @@ class _WorkerView:
         return 0 if self.draining else max(0, self.capacity - len(self.assigned))
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class _Redo:
     """A task that needs a decision: failed, returned from a lost worker, or found orphaned."""
 
@@ -560,6 +582,44 @@ class _Redo:
     last_error: str = ""
     not_before: float = 0.0  # (monotonic) a failed task's retry waits until then
 
+    @property
+    def charged(self) -> int:
+        """Its failed attempts, the loss it records included."""
+        return self.failures + (self.reason is not None)
+
+
+@dataclass(frozen=True, slots=True)
+class Move:
+    """One task's move, written with others in one batch's multi(): to ``worker`` (None: the
+    task is marked dead), taking it from ``previous`` (a lost worker, whose assignment ``ops``
+    delete) if any. ``redo`` is the decision it came from (None: a pending task's first
+    assignment)."""
+
+    task: str
+    worker: str | None
+    previous: str | None
+    ops: tuple[Op, ...]
+    redo: _Redo | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What one round of the dispatcher writes: ``moves``; what still waits in the redo queue
+    (``waiting``: not due yet, or no free worker); how many of the pending queue's first tasks
+    the moves take (``assigned``)."""
+
+    moves: tuple[Move, ...]
+    waiting: tuple[_Redo, ...]
+    assigned: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Requeue:
+    """Where the moves of a refused batch go back (each to the front of its queue, in order)."""
+
+    redo: tuple[_Redo, ...]
+    pending: tuple[str, ...]
+
 
 def _retry_delay(failures: int, first: float, cap: float) -> float:
     """How long a task that failed ``failures`` times waits before its next attempt: ``first``,
@@ -567,6 +627,114 @@ def _retry_delay(failures: int, first: float, cap: float) -> float:
     if failures < 1 or first <= 0:
         return 0.0
     return min(first * 2.0 ** min(failures - 1, 64), cap)
+
+
+def _until_due(redo: _Redo, now: float) -> float:
+    """Seconds until ``redo`` may move (0 or less: it is due)."""
+    return redo.not_before - now
+
+
+def _retries(redo: _Redo, max_attempts: int) -> bool:
+    """Whether the task gets another attempt (else it is dead). A failure, or a loss it records,
+    counts against ``max_attempts``; a task returned or found orphaned always moves on."""
+    if redo.state is TaskState.FAILED or redo.reason is not None:
+        return redo.charged < max_attempts
+    return True
+
+
+def _placements(free: Mapping[str, int]) -> Iterator[str]:
+    """The workers the next tasks go to, one per task, until no capacity is left: each task to
+    the worker with the most free capacity (of equals, the first in ``free``)."""
+    left = dict(free)
+    while left:
+        worker = max(left, key=left.__getitem__)
+        if left[worker] <= 0:
+            return
+        left[worker] -= 1
+        yield worker
+
+
+def _plan(
+    redo_queue: Iterable[_Redo],
+    pending: Iterable[str],
+    workers: Mapping[str, _WorkerView],
+    *,
+    now: float,
+    max_attempts: int,
+    paths: _Paths,
+) -> _Plan:
+    """The moves of one round: the decisions first (a dead task needs no worker; a failed one
+    waits for its retry delay), then the pending tasks in queue order, while ``workers`` have
+    free capacity. No I/O: a function of the records it is given."""
+    places = _placements({w: v.free for w, v in workers.items()})
+    moves: list[Move] = []
+    waiting: list[_Redo] = []
+    for redo in redo_queue:
+        ops: list[Op] = []
+        if redo.from_worker is not None:
+            ops.append(Op.delete(paths.assignment(redo.from_worker, redo.task)))
+        if redo.reason is not None:
+            ops.append(Op.create(paths.error(redo.task), redo.reason.encode(), sequential=True))
+        status = paths.status(redo.task)
+        version = redo.status_version if redo.status_version is not None else -1
+        if not _retries(redo, max_attempts):
+            ops.append(Op.set_data(status, b"dead", version))
+            moves.append(Move(redo.task, None, redo.from_worker, tuple(ops), redo))
+            continue
+        if _until_due(redo, now) > 0:  # a failed task waits for its retry delay
+            waiting.append(redo)
+            continue
+        worker = next(places, None)
+        if worker is None:
+            waiting.append(redo)
+            continue
+        if version < 0:
+            ops.append(Op.create(status, b"schedule"))
+        else:
+            ops.append(Op.set_data(status, b"schedule", version))
+        ops.append(_assign_op(paths, workers[worker], redo.task))
+        moves.append(Move(redo.task, worker, redo.from_worker, tuple(ops), redo))
+    assigned = 0
+    for task in pending:
+        worker = next(places, None)
+        if worker is None:
+            break
+        ops = [Op.create(paths.status(task), b"schedule"), _assign_op(paths, workers[worker], task)]
+        moves.append(Move(task, worker, None, tuple(ops)))
+        assigned += 1
+    return _Plan(tuple(moves), tuple(waiting), assigned)
+
+
+def _assign_op(paths: _Paths, worker: _WorkerView, task: str) -> Op:
+    """The assignment, stamped with the registration it is made for."""
+    return Op.create(paths.assignment(worker.id, task), str(worker.czxid).encode())
+
+
+def _refused_move(batch: Sequence[Move], index: int) -> Move | None:
+    """The move of ``batch`` whose op failed: ``index`` counts the batch's ops (the guard not
+    included)."""
+    offset = 0
+    for move in batch:
+        if offset <= index < offset + len(move.ops):
+            return move
+        offset += len(move.ops)
+    return None
+
+
+def _requeue(batch: Sequence[Move], refused: Move | None) -> _Requeue:
+    """Nothing of a refused batch was applied: the ``refused`` move's task is to be read again
+    (a fresh decision, keeping the loss it records), the others go back to their queues."""
+    redo: list[_Redo] = []
+    pending: list[str] = []
+    for move in batch:
+        if move is refused:
+            reason = move.redo.reason if move.redo is not None else None
+            redo.append(_Redo(move.task, move.previous, reason))
+        elif move.redo is not None:
+            redo.append(move.redo)
+        else:
+            pending.append(move.task)
+    return _Requeue(tuple(redo), tuple(pending))
 
 
 def _parse_worker(data: bytes) -> tuple[int, bool]:
@@ -772,11 +940,20 @@ class Dispatcher:
             await client.remove_watch(self._paths.master, self._on_master)
         if not client.state.live:
             return  # the node goes with the session
-        with contextlib.suppress(CoordError):
+        try:
             stat = await client.exists(self._paths.master)
-            if stat is not None and stat.ephemeral_owner == client.session_id:
-                await client.delete(self._paths.master, stat.version)
+            if stat is None or stat.ephemeral_owner != client.session_id:
+                return  # never a successor's node
+            # owed when the reply is lost (or this is cancelled): deleted after the reconnect,
+            # so a blip never leaves the standbys waiting for a master that resigned
+            if await client.delete_ephemeral(self._paths.master):
                 log.info("dispatcher %s: resigned", self.identity)
+            else:
+                log.warning("dispatcher %s: resigning: the reply was lost: deleted after the "
+                            "reconnect, or with the session", self.identity)  # fmt: skip
+        except CoordError as exc:
+            log.warning("dispatcher %s: could not delete %s on resign: %s", self.identity,
+                        self._paths.master, exc)  # fmt: skip
 
     async def _lead(self) -> None:
         client = self._client
@@ -788,9 +965,8 @@ class Dispatcher:
             elif event.state in (SessionState.LOST, SessionState.CLOSED) and self._term_scope:
                 self._term_scope.cancel()
 
-        client.add_listener(on_session)
         try:
-            with anyio.CancelScope() as scope:
+            with listening(client, on_session), anyio.CancelScope() as scope:
                 self._term_scope = scope
                 stat = await client.exists(self._paths.master, watch=self._on_master)
                 if stat is None or stat.ephemeral_owner != client.session_id:
@@ -804,8 +980,6 @@ class Dispatcher:
             log.warning("dispatcher %s: deposed: %s", self.identity, exc)
         except SessionExpired:
             log.warning("dispatcher %s: session expired; contending again", self.identity)
-        finally:
-            client.remove_listener(on_session)
         if self._master_event is not None:
             log.warning("dispatcher %s: term ended (%s on master)", self.identity,
                         self._master_event.type.name)  # fmt: skip
@@ -831,7 +1005,7 @@ class Dispatcher:
                 until = self._next_cleanup - time.time() if self._finished else math.inf
                 now = time.monotonic()
                 for redo in self._redo:
-                    until = min(until, redo.not_before - now)
+                    until = min(until, _until_due(redo, now))
                 with anyio.move_on_after(max(until, 0.0)):
                     await self._wake.wait()
             self._wake = anyio.Event()
@@ -842,7 +1016,7 @@ class Dispatcher:
             return True
         has_room = any(v.free for v in self._views.values())
         now = time.monotonic()
-        ready = any(r.not_before <= now for r in self._redo)
+        ready = any(_until_due(r, now) <= 0 for r in self._redo)
         return bool((self._pending or ready) and has_room) or any(
             r.state is None for r in self._redo
         )
@@ -994,98 +1168,60 @@ class Dispatcher:
             return
         client, paths = self._client, self._paths
 
-        async def read(redo: _Redo) -> None:
+        async def read(redo: _Redo) -> _Redo:
             state, stat = await _read_status(client, paths, redo.task)
-            redo.state, redo.status_version = state, stat.version
-            redo.failures, redo.last_error = await _errors(client, paths, redo.task)
+            failures, last_error = await _errors(client, paths, redo.task)
+            from_worker, reason, not_before = redo.from_worker, redo.reason, redo.not_before
             if state is TaskState.FAILED:
-                delay = _retry_delay(redo.failures, self.retry_delay, self.max_retry_delay)
-                redo.not_before = time.monotonic() + delay
-            if redo.from_worker is not None:
-                old = await client.exists(paths.assignment(redo.from_worker, redo.task))
+                delay = _retry_delay(failures, self.retry_delay, self.max_retry_delay)
+                not_before = time.monotonic() + delay
+            if from_worker is not None:
+                old = await client.exists(paths.assignment(from_worker, redo.task))
                 if old is None:
-                    redo.from_worker = redo.reason = None  # already gone (completed, cancelled)
+                    from_worker = reason = None  # already gone (completed, cancelled)
                 elif old.version == 0:
-                    redo.reason = None  # its worker never started it: not a failed attempt
+                    reason = None  # its worker never started it: not a failed attempt
+            return replace(
+                redo, from_worker=from_worker, reason=reason, status_version=stat.version,
+                state=state, failures=failures, last_error=last_error, not_before=not_before,
+            )  # fmt: skip
 
         results = await _gather(read(r) for r in todo)
-        unknown = set()
+        read_now: dict[int, _Redo | None] = {}  # by id() of the record read; None: unknown
         for redo, got in zip(todo, results, strict=True):
             if isinstance(got, UnknownTask):
-                unknown.add(id(redo))
+                read_now[id(redo)] = None
                 self._known.discard(redo.task)
             elif isinstance(got, BaseException):
                 raise got
-        keep: deque[_Redo] = deque()
-        for redo in self._redo:
-            if id(redo) in unknown:
-                continue
-            assert redo.state is not None
-            if redo.state.finished:
-                self._finished[redo.task] = time.time()
-            elif redo.state is TaskState.PENDING and redo.from_worker is None:
-                self._pending.appendleft(redo.task)
             else:
-                keep.append(redo)
+                read_now[id(redo)] = got
+        keep: deque[_Redo] = deque()
+        for queued in self._redo:
+            decided = read_now.get(id(queued), queued)
+            if decided is None:
+                continue
+            assert decided.state is not None
+            if decided.state.finished:
+                self._finished[decided.task] = time.time()
+            elif decided.state is TaskState.PENDING and decided.from_worker is None:
+                self._pending.appendleft(decided.task)
+            else:
+                keep.append(decided)
         self._redo = keep
 
     # -- writing -------------------------------------------------------------------------------
-    def _pick(self, free: dict[str, int]) -> str | None:
-        worker = max(free, key=free.__getitem__, default=None)
-        if worker is None or free[worker] <= 0:
-            return None
-        free[worker] -= 1
-        return worker
-
     async def _move(self) -> None:
-        paths = self._paths
-        free = {w: v.free for w, v in self._views.items() if v.free > 0}
-        # each entry: (kind, task, worker, ops); kind: "assign" | "redo" | "dead"
-        moves: list[tuple[str, str, str | None, list[Op], _Redo | None]] = []
-        redo_left: deque[_Redo] = deque()
-        now = time.monotonic()
-        while self._redo:
-            redo = self._redo.popleft()
-            ops: list[Op] = []
-            if redo.from_worker is not None:
-                ops.append(Op.delete(paths.assignment(redo.from_worker, redo.task)))
-            failures = redo.failures
-            if redo.reason is not None:
-                ops.append(Op.create(paths.error(redo.task), redo.reason.encode(), sequential=True))
-                failures += 1
-            if redo.state is TaskState.FAILED or redo.reason is not None:
-                retry = failures < self.max_attempts
-            else:
-                retry = True  # returned or orphaned: not a failure
-            version = redo.status_version if redo.status_version is not None else -1
-            if not retry:
-                ops.append(Op.set_data(paths.status(redo.task), b"dead", version))
-                moves.append(("dead", redo.task, None, ops, redo))
-                continue
-            if redo.not_before > now:  # a failed task waits for its retry delay
-                redo_left.append(redo)
-                continue
-            worker = self._pick(free)
-            if worker is None:
-                redo_left.append(redo)
-                continue
-            status = paths.status(redo.task)
-            if version < 0:
-                ops.append(Op.create(status, b"schedule"))
-            else:
-                ops.append(Op.set_data(status, b"schedule", version))
-            ops.append(self._assign_op(worker, redo.task))
-            moves.append(("redo", redo.task, worker, ops, redo))
-        self._redo = redo_left
-        while self._pending:
-            worker = self._pick(free)
-            if worker is None:
-                break
-            task = self._pending.popleft()
-            ops = [Op.create(paths.status(task), b"schedule"), self._assign_op(worker, task)]
-            moves.append(("assign", task, worker, ops, None))
-        if not moves:
+        plan = _plan(
+            self._redo, self._pending, self._views,
+            now=time.monotonic(), max_attempts=self.max_attempts, paths=self._paths,
+        )  # fmt: skip
+        self._redo = deque(plan.waiting)
+        for _ in range(plan.assigned):
+            self._pending.popleft()
+        if not plan.moves:
             return
+        moves = plan.moves
         batches = [moves[i : i + self.batch] for i in range(0, len(moves), self.batch)]
         outcomes = await _gather(self._write(b) for b in batches)
         unknown = False
@@ -1103,16 +1239,10 @@ class Dispatcher:
         if unknown:  # a batch may or may not have been applied: read the truth
             raise ConnectionLoss("outcome of an assignment batch unknown")
 
-    def _assign_op(self, worker: str, task: str) -> Op:
-        czxid = self._views[worker].czxid
-        return Op.create(self._paths.assignment(worker, task), str(czxid).encode())
-
-    async def _write(
-        self, batch: list[tuple[str, str, str | None, list[Op], _Redo | None]]
-    ) -> None:
+    async def _write(self, batch: Sequence[Move]) -> None:
         ops = [*self._guard]
-        for *_, task_ops, _redo in batch:
-            ops.extend(task_ops)
+        for move in batch:
+            ops.extend(move.ops)
         try:
             await self._client.multi(ops)
         except MultiFailed as exc:
@@ -1122,45 +1252,35 @@ class Dispatcher:
         except SessionExpired as exc:
             raise _Deposed("session expired") from exc
 
-    def _applied(self, batch: list[tuple[str, str, str | None, list[Op], _Redo | None]]) -> None:
+    def _applied(self, batch: Sequence[Move]) -> None:
         now = time.time()
-        for kind, task, worker, _ops, redo in batch:
-            if kind == "dead":
+        for move in batch:
+            task, worker, redo = move.task, move.worker, move.redo
+            if worker is None:
                 self._finished[task] = now
                 self.counts["dead"] += 1
                 assert redo is not None
                 log.warning("dispatcher: %s is dead after %d failed attempt(s): %s", task,
-                            redo.failures + (redo.reason is not None),
-                            redo.reason or redo.last_error)  # fmt: skip
+                            redo.charged, redo.reason or redo.last_error)  # fmt: skip
                 continue
-            assert worker is not None
             if worker in self._views:
                 self._views[worker].assigned.add(task)
             self.counts["assigned"] += 1
             if redo is not None:
-                key = "reassigned" if redo.from_worker is not None else "retried"
+                key = "reassigned" if move.previous is not None else "retried"
                 self.counts[key] += 1
                 log.info("dispatcher: %s %s to %s", task, key, worker)
 
-    def _retry_batch(
-        self, batch: list[tuple[str, str, str | None, list[Op], _Redo | None]], exc: MultiFailed
-    ) -> None:
+    def _retry_batch(self, batch: Sequence[Move], exc: MultiFailed) -> None:
         """Nothing of the batch was applied: the move whose op failed is read again, the others
         go back to their queues."""
-        index, offset, failed = exc.index - len(self._guard), 0, None
-        for _kind, task, _worker, ops, _redo in batch:
-            if offset <= index < offset + len(ops):
-                failed = task
-            offset += len(ops)
-        for _kind, task, _worker, _ops, redo in reversed(batch):
-            if task == failed:
-                log.debug("dispatcher: move of %s refused (%s); reading it again", task, exc.cause)
-                self._redo.appendleft(_Redo(task, redo.from_worker if redo else None,
-                                            redo.reason if redo else None))  # fmt: skip
-            elif redo is not None:
-                self._redo.appendleft(redo)
-            else:
-                self._pending.appendleft(task)
+        refused = _refused_move(batch, exc.index - len(self._guard))
+        if refused is not None:
+            log.debug("dispatcher: move of %s refused (%s); reading it again", refused.task,
+                      exc.cause)  # fmt: skip
+        requeue = _requeue(batch, refused)
+        self._redo.extendleft(reversed(requeue.redo))
+        self._pending.extendleft(reversed(requeue.pending))
         self._wake.set()
 
     async def _remove_departed(self) -> None:
@@ -1318,17 +1438,16 @@ class Worker:
         node's path to ``task_status`` once registered."""
         async with anyio.create_task_group() as tg:
             handlers: anyio.abc.TaskGroup = await tg.start(self._host_handlers)
-            self._client.add_listener(self._on_session)
-            try:
-                with self._follow_scope:
-                    await self._follow(handlers, task_status)
-            finally:
-                with anyio.CancelScope(shield=True):
-                    try:
-                        await self._shutdown()
-                    finally:
-                        self._client.remove_listener(self._on_session)
-                        self._drained.set()
+            with listening(self._client, self._on_session):
+                try:
+                    with self._follow_scope:
+                        await self._follow(handlers, task_status)
+                finally:
+                    with anyio.CancelScope(shield=True):
+                        try:
+                            await self._shutdown()
+                        finally:
+                            self._drained.set()
 
     async def _host_handlers(
         self, *, task_status: anyio.abc.TaskStatus[anyio.abc.TaskGroup]
