@@ -845,7 +845,11 @@ M = [
         "aiocoord/recipes/tasks.py",
         "            except RETRYABLE:\n                await client.wait_connected()\n        return None  # taken on a session that ended",
         "            except NotEmpty:\n                await client.wait_connected()\n        return None  # taken on a session that ended",
-        [R + "test_tasks.py::test_worker_survives_repeated_session_expiry_while_tasks_flow"],
+        [
+            R
+            + "test_tasks_faults.py::test_a_payload_read_unanswered_when_the_session_expires_is_retried_on_the_next",
+            R + "test_tasks.py::test_worker_survives_repeated_session_expiry_while_tasks_flow",
+        ],
     ),
     (
         "LOST does not cancel runs",
@@ -870,7 +874,7 @@ M = [
     (
         "never-started task charged",
         "aiocoord/recipes/tasks.py",
-        "                    redo.reason = None  # its worker never started it: not a failed attempt",
+        "                    reason = None  # its worker never started it: not a failed attempt",
         "                    pass",
         [R + "test_tasks.py::test_a_task_its_lost_worker_never_started_moves_without_a_charge"],
     ),
@@ -898,9 +902,12 @@ M = [
     (
         "no retry delay",
         "aiocoord/recipes/tasks.py",
-        "            if redo.not_before > now:  # a failed task waits for its retry delay",
-        "            if False:",
-        [R + "test_tasks.py::test_failed_tasks_are_retried_after_a_growing_delay"],
+        "        if _until_due(redo, now) > 0:  # a failed task waits for its retry delay",
+        "        if False:",
+        [
+            R + "test_dispatch_planning.py::test_a_failed_task_waits_for_its_retry_delay",
+            R + "test_tasks.py::test_failed_tasks_are_retried_after_a_growing_delay",
+        ],
     ),
     (
         "stop marks or deletes a replacement's node",
@@ -931,6 +938,76 @@ M = [
             R
             + "test_tasks.py::test_stale_worker_cannot_complete_a_task_moved_to_a_replacement_of_its_id[the stale worker stops]"
         ],
+    ),
+    (
+        "resign delete not owed",
+        "aiocoord/recipes/tasks.py",
+        "            if await client.delete_ephemeral(self._paths.master):",
+        "            if not await client.delete(self._paths.master):",
+        [R + "test_tasks_faults.py::test_a_dispatcher_resign_lost_in_a_blip_is_done_after_the_reconnect"],
+    ),
+    (
+        "deregistration delete not owed",
+        "aiocoord/recipes/tasks.py",
+        "                    await self._client.delete_ephemeral(self.path)  # handed tasks",
+        "                    await self._client.delete(self.path)  # handed tasks",
+        [R + "test_tasks_faults.py::test_a_worker_deregistration_lost_in_a_blip_is_done_after_the_reconnect"],
+    ),
+    (
+        "placement past capacity",
+        "aiocoord/recipes/tasks.py",
+        "        if left[worker] <= 0:",
+        "        if left[worker] < -5:",
+        [R + "test_dispatch_planning.py::test_each_worker_takes_at_most_its_free_capacity"],
+    ),
+    (
+        "placement to the least free",
+        "aiocoord/recipes/tasks.py",
+        "        worker = max(left, key=left.__getitem__)",
+        "        worker = min(left, key=left.__getitem__)",
+        [R + "test_dispatch_planning.py::test_tasks_go_to_the_freest_worker_first_and_ties_in_order"],
+    ),
+    (
+        "out-of-attempts task retried",
+        "aiocoord/recipes/tasks.py",
+        "        return redo.charged < max_attempts",
+        "        return True",
+        [R + "test_dispatch_planning.py::test_a_task_out_of_attempts_is_dead_without_a_worker"],
+    ),
+    (
+        "loss not charged",
+        "aiocoord/recipes/tasks.py",
+        "        return self.failures + (self.reason is not None)",
+        "        return self.failures",
+        [R + "test_dispatch_planning.py::test_a_loss_is_recorded_and_charged_as_an_attempt"],
+    ),
+    (
+        "refused move not read again",
+        "aiocoord/recipes/tasks.py",
+        "        if move is refused:",
+        "        if False:",
+        [R + "test_dispatch_planning.py::test_a_refused_batch_is_planned_again_in_order"],
+    ),
+    (
+        "refused move forgets its loss",
+        "aiocoord/recipes/tasks.py",
+        "            reason = move.redo.reason if move.redo is not None else None",
+        "            reason = None",
+        [R + "test_dispatch_planning.py::test_a_refused_move_keeps_the_loss_it_records"],
+    ),
+    (
+        "refused op index unbounded",
+        "aiocoord/recipes/tasks.py",
+        "        if offset <= index < offset + len(move.ops):",
+        "        if index < offset + len(move.ops):",
+        [R + "test_dispatch_planning.py::test_an_op_index_outside_the_batch_refuses_no_move"],
+    ),
+    (
+        "LOST does not reach the worker",
+        "aiocoord/recipes/tasks.py",
+        "            with listening(self._client, self._on_session):",
+        "            with contextlib.nullcontext():",
+        [R + "test_tasks.py::test_a_started_task_lost_with_its_worker_is_charged_and_its_run_cancelled"],
     ),
 ]
 
