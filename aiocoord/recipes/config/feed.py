@@ -27,7 +27,7 @@ from ...transport.client import Client
 from ...transport.errors import ClientClosed, CoordError, NoNode
 from ...transport.paths import validate_path
 from ...transport.types import SessionEvent, SessionState, WatchEvent
-from .._session import RETRYABLE
+from .._session import RETRYABLE, Latest, listening
 
 __all__ = ["ConfigFeed", "ConfigVersion", "watch_node"]
 
@@ -89,17 +89,19 @@ class ConfigFeed:
         self.path = path
         self.stale = True
         self.last: ConfigVersion | None = None
-        self._dirty = True
-        self._wake = anyio.Event()
-        self._closed = False
+        #: counts what asks for a read (the first read, watch and session events): a burst of
+        #: them costs one read
+        self._changes = Latest(1)
+        self._covered = 0  # the count the last completed read was asked by
+        self._listening = contextlib.ExitStack()
 
     async def __aenter__(self) -> Self:
-        self._client.add_listener(self._on_session)
+        self._listening.enter_context(listening(self._client, self._on_session))
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        self._closed = True
-        self._client.remove_listener(self._on_session)
+        self._changes.close()
+        self._listening.close()
         with (
             anyio.CancelScope(shield=True),
             anyio.move_on_after(2),
@@ -108,8 +110,7 @@ class ConfigFeed:
             await self._client.remove_watch(self.path, self._on_watch)
 
     def _poke(self) -> None:
-        self._dirty = True
-        self._wake.set()
+        self._changes.publish(self._changes.value + 1)
 
     def _on_watch(self, _event: WatchEvent) -> None:
         self._poke()
@@ -122,8 +123,7 @@ class ConfigFeed:
         if event.state in (SessionState.RECONNECTED, SessionState.CONNECTED):
             self._poke()
         elif event.state is SessionState.CLOSED:
-            self._closed = True
-            self._wake.set()
+            self._changes.close()
 
     def __aiter__(self) -> Self:
         return self
@@ -131,12 +131,10 @@ class ConfigFeed:
     async def __anext__(self) -> ConfigVersion:
         client = self._client
         while True:
-            while not self._dirty:
-                if self._closed:
-                    raise StopAsyncIteration
-                self._wake = anyio.Event()
-                await self._wake.wait()
-            self._dirty = False
+            try:
+                change = await self._changes.wait_newer(self._covered)
+            except anyio.EndOfStream:
+                raise StopAsyncIteration from None
             try:
                 await client.wait_connected()
                 session = client.session_id
@@ -145,9 +143,9 @@ class ConfigFeed:
                 raise StopAsyncIteration from None
             except RETRYABLE as exc:
                 log.debug("%s: re-reading after %s", self.path, exc)
-                self._dirty = True
                 await anyio.sleep(0.05)
                 continue
+            self._covered = change
             if client.session_id == session and client.state.live:
                 self.stale = False
             if version is not None and (self.last is None or version.zxid > self.last.zxid):
