@@ -5,6 +5,8 @@ reads the same history."""
 from __future__ import annotations
 
 import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import anyio
 import pytest
@@ -16,6 +18,7 @@ from aiocoord import (
     ConfigStore,
     ConfigVersion,
     NoNode,
+    SessionFeed,
     SessionState,
     watch_node,
 )
@@ -23,6 +26,20 @@ from aiocoord.testing import TcpProxy, ZooKeeperServer, expire_session
 from tests.helpers import eventually, wait_state
 
 PATH = "/Applications/NginxConf"
+
+
+@asynccontextmanager
+async def watching_through_a_proxy(
+    zk_server: ZooKeeperServer, namespace: str
+) -> AsyncIterator[tuple[TcpProxy, Client, ConfigFeed, SessionFeed]]:
+    """A watcher of PATH on a session of its own, behind a proxy that the test cuts."""
+    with TcpProxy.to(zk_server.hosts) as proxy:
+        async with (
+            Client(proxy.address, namespace=namespace, session_timeout=10) as watcher,
+            ConfigStore(watcher, PATH).watch() as feed,
+            watcher.session_events() as events,
+        ):
+            yield proxy, watcher, feed, events
 
 
 async def test_publish_current_history_rollback(zk: Client) -> None:
@@ -127,33 +144,28 @@ async def test_a_watcher_never_repeats_a_version_nor_goes_back(
     store = ConfigStore(zk, PATH)
     await store.publish(b"one")
     await store.publish(b"two")
-    with TcpProxy.to(zk_server.hosts) as proxy:
-        async with (
-            Client(proxy.address, namespace=namespace, session_timeout=10) as watcher,
-            ConfigStore(watcher, PATH).watch() as feed,
-            watcher.session_events() as events,
-        ):
-            with anyio.fail_after(10):
-                assert (await feed.__anext__()).data == b"two"
+    async with watching_through_a_proxy(zk_server, namespace) as (proxy, _, feed, events):
+        with anyio.fail_after(10):
+            assert (await feed.__anext__()).data == b"two"
 
-            async def take(got: list[ConfigVersion]) -> None:
-                got.append(await feed.__anext__())
+        async def take(got: list[ConfigVersion]) -> None:
+            got.append(await feed.__anext__())
 
-            for away, then in ((None, b"three"), ("conf-0000000002", b"four")):
-                got: list[ConfigVersion] = []
-                with anyio.fail_after(40):
-                    async with anyio.create_task_group() as tg:
-                        tg.start_soon(take, got)
-                        proxy.refuse()
-                        proxy.cut()
-                        await wait_state(events, SessionState.SUSPENDED, 10)
-                        await eventually(lambda: feed.stale, 10)
-                        if away is not None:
-                            await zk.delete(f"{PATH}/{away}")  # "three": "two" is the newest
-                        proxy.accept()
-                        await eventually(lambda: not feed.stale, 15)  # it has re-read
-                        await store.publish(then)  # (take() ends with the version it yields)
-                assert [v.data for v in got] == [then]
+        for away, then in ((None, b"three"), ("conf-0000000002", b"four")):
+            got: list[ConfigVersion] = []
+            with anyio.fail_after(40):
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(take, got)
+                    proxy.refuse()
+                    proxy.cut()
+                    await wait_state(events, SessionState.SUSPENDED, 10)
+                    await eventually(lambda: feed.stale, 10)
+                    if away is not None:
+                        await zk.delete(f"{PATH}/{away}")  # "three": "two" is the newest
+                    proxy.accept()
+                    await eventually(lambda: not feed.stale, 15)  # it has re-read
+                    await store.publish(then)  # (take() ends with the version it yields)
+            assert [v.data for v in got] == [then]
 
 
 async def test_watcher_sees_changes_made_while_its_connection_was_cut(
@@ -161,27 +173,22 @@ async def test_watcher_sees_changes_made_while_its_connection_was_cut(
 ) -> None:
     store = ConfigStore(zk, PATH)
     await store.publish(b"one")
-    with TcpProxy.to(zk_server.hosts) as proxy:
-        async with (
-            Client(proxy.address, namespace=namespace, session_timeout=10) as watcher,
-            ConfigStore(watcher, PATH).watch() as feed,
-            watcher.session_events() as events,
-        ):
-            with anyio.fail_after(10):
-                assert (await feed.__anext__()).data == b"one"
-            assert not feed.stale
-            proxy.refuse()
-            proxy.cut()
-            await wait_state(events, SessionState.SUSPENDED, 10)
-            assert feed.stale
-            await store.publish(b"two")
-            await store.publish(b"three")
-            proxy.accept()
-            with anyio.fail_after(15):
-                version = await feed.__anext__()
-            assert version.data == b"three"
-            assert not feed.stale
-            assert watcher.state is SessionState.RECONNECTED
+    async with watching_through_a_proxy(zk_server, namespace) as (proxy, watcher, feed, events):
+        with anyio.fail_after(10):
+            assert (await feed.__anext__()).data == b"one"
+        assert not feed.stale
+        proxy.refuse()
+        proxy.cut()
+        await wait_state(events, SessionState.SUSPENDED, 10)
+        assert feed.stale
+        await store.publish(b"two")
+        await store.publish(b"three")
+        proxy.accept()
+        with anyio.fail_after(15):
+            version = await feed.__anext__()
+        assert version.data == b"three"
+        assert not feed.stale
+        assert watcher.state is SessionState.RECONNECTED
 
 
 async def test_single_node_watcher_survives_session_loss_and_a_recreated_node(
