@@ -13,6 +13,12 @@ from .recipes.config import (
     ConfigVersion,
     HostStatus,
     StatusBoard,
+    TriggerClient,
+    TriggerError,
+    TriggerHandler,
+    TriggerRequest,
+    TriggerServer,
+    send_legacy,
     watch_node,
 )
 from .recipes.discovery import (
@@ -76,14 +82,6 @@ from .transport.errors import (
     ZooKeeperError,
 )
 from .transport.paths import join, parent, validate_path
-from .transport.trigger import (
-    TriggerClient,
-    TriggerError,
-    TriggerHandler,
-    TriggerRequest,
-    TriggerServer,
-    send_legacy,
-)
 from .transport.types import (
     ACL,
     CREATOR_ALL_ACL,

@@ -218,14 +218,14 @@ M = [
     ),
     (
         "publish not retried after a lost reply",
-        "aiocoord/recipes/config.py",
+        "aiocoord/recipes/config/store.py",
         "                unknown = True\n                await client.wait_connected()",
         "                raise",
         [R + "test_protected_creates.py::test_publish_with_a_lost_reply_makes_one_version"],
     ),
     (
         "publish retried without its key node",
-        "aiocoord/recipes/config.py",
+        "aiocoord/recipes/config/store.py",
         '            Op.create(key_node),\n            Op.create(f"{self.path}/{PREFIX}"',
         '            Op.check(self.path),\n            Op.create(f"{self.path}/{PREFIX}"',
         [R + "test_protected_creates.py::test_publish_with_a_lost_reply_makes_one_version"],
@@ -594,60 +594,60 @@ M = [
     ),
     (
         "empty data published",
-        "aiocoord/transport/trigger.py",
+        "aiocoord/recipes/config/trigger.py",
         "        if not self.allow_empty and not request.data.strip():",
         "        if False:",
         [
-            T + "test_trigger.py::test_empty_data_is_refused_in_every_form",
+            R + "test_config_trigger.py::test_empty_data_is_refused_in_every_form",
             S + "test_config_services.py::test_trigger_and_config_commands",
         ],
     ),
     (
         "whitespace-only data published",
-        "aiocoord/transport/trigger.py",
+        "aiocoord/recipes/config/trigger.py",
         "        if not self.allow_empty and not request.data.strip():",
         "        if not self.allow_empty and not request.data:",
-        [T + "test_trigger.py::test_empty_data_is_refused_in_every_form"],
+        [R + "test_config_trigger.py::test_empty_data_is_refused_in_every_form"],
     ),
     (
         "trigger allow_empty ignored",
-        "aiocoord/transport/trigger.py",
+        "aiocoord/recipes/config/trigger.py",
         "        if not self.allow_empty and not request.data.strip():",
         "        if not request.data.strip():",
-        [T + "test_trigger.py::test_empty_data_is_published_when_allowed"],
+        [R + "test_config_trigger.py::test_empty_data_is_published_when_allowed"],
     ),
     (
         "trigger refuses the newest at 64 (the old limit)",
-        "aiocoord/transport/trigger.py",
+        "aiocoord/recipes/config/trigger.py",
         "        if len(self._open) >= self.max_connections:\n            victim = next((c for c in self._open if not c.serving), None)",
         "        if len(self._open) >= 64:\n            victim = None",
         [
-            T + "test_trigger.py::test_hundreds_of_idle_and_slow_connections_never_stop_a_trigger",
-            T + "test_trigger.py::test_a_new_connection_evicts_the_oldest_one_not_being_served",
+            R + "test_config_trigger.py::test_hundreds_of_idle_and_slow_connections_never_stop_a_trigger",
+            R + "test_config_trigger.py::test_a_new_connection_evicts_the_oldest_one_not_being_served",
         ],
     ),
     (
         "trigger never evicts",
-        "aiocoord/transport/trigger.py",
+        "aiocoord/recipes/config/trigger.py",
         "            victim = next((c for c in self._open if not c.serving), None)",
         "            victim = None",
-        [T + "test_trigger.py::test_a_new_connection_evicts_the_oldest_one_not_being_served"],
+        [R + "test_config_trigger.py::test_a_new_connection_evicts_the_oldest_one_not_being_served"],
     ),
     (
         "trigger evicts a connection in its handler",
-        "aiocoord/transport/trigger.py",
+        "aiocoord/recipes/config/trigger.py",
         "            victim = next((c for c in self._open if not c.serving), None)",
         "            victim = next(iter(self._open), None)",
-        [T + "test_trigger.py::test_busy_only_when_every_connection_is_in_a_handler"],
+        [R + "test_config_trigger.py::test_busy_only_when_every_connection_is_in_a_handler"],
     ),
     (
         "trigger first byte waits the idle timeout",
-        "aiocoord/transport/trigger.py",
+        "aiocoord/recipes/config/trigger.py",
         "        with anyio.move_on_after(self.first_byte_timeout) as waiting:",
         "        with anyio.move_on_after(self.idle_timeout) as waiting:",
         [
-            T
-            + "test_trigger.py::test_a_connection_that_sends_nothing_is_closed_at_the_first_byte_deadline"
+            R
+            + "test_config_trigger.py::test_a_connection_that_sends_nothing_is_closed_at_the_first_byte_deadline"
         ],
     ),
     (

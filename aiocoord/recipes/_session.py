@@ -1,13 +1,14 @@
 """The recipes' shared primitives: which errors a retry after reconnecting cures, a one-shot
-watch wakeup, a session-listener scope, and holding an ephemeral node that a previous session of
-ours may still hold. (Deletes owed after a blip are the client's: ``Client.delete_ephemeral``.)"""
+watch wakeup, a latest-wins value, a session-listener scope, and holding an ephemeral node that a
+previous session of ours may still hold. (Deletes owed after a blip are the client's:
+``Client.delete_ephemeral``.)"""
 
 from __future__ import annotations
 
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 import anyio
 
@@ -66,6 +67,45 @@ class Wakeup:
 
     async def wait(self) -> None:
         await self._event.wait()
+
+
+class Latest(Generic[T]):
+    """A value of which only the newest state matters: ``publish()`` replaces it (never blocks,
+    never queues) and wakes its consumers; ``await latest.wait_newer(seen)`` returns the newest
+    value once it differs from ``seen``, the value the consumer last took (at once when it
+    already does). A burst of publishes wakes a consumer once, with the last value.
+
+    ``close()`` ends it: ``wait_newer`` then raises ``anyio.EndOfStream`` (a value newer than
+    ``seen`` or not: nobody is interested any more). Publishers may be synchronous callbacks (a
+    watch, a session listener): only consumers create events."""
+
+    __slots__ = ("_changed", "_closed", "_value")
+
+    def __init__(self, value: T) -> None:
+        self._value = value
+        self._changed = anyio.Event()
+        self._closed = False
+
+    @property
+    def value(self) -> T:
+        return self._value
+
+    def publish(self, value: T) -> None:
+        self._value = value
+        self._changed.set()
+
+    def close(self) -> None:
+        self._closed = True
+        self._changed.set()
+
+    async def wait_newer(self, seen: T) -> T:
+        while not self._closed:
+            if self._value != seen:
+                return self._value
+            if self._changed.is_set():  # by a publish this consumer has seen: wait for the next
+                self._changed = anyio.Event()
+            await self._changed.wait()
+        raise anyio.EndOfStream
 
 
 @contextlib.contextmanager

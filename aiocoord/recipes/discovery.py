@@ -45,7 +45,7 @@ from ..transport.errors import (
 )
 from ..transport.paths import validate_path
 from ..transport.types import EventType, SessionEvent, SessionState, WatchEvent
-from ._session import RETRYABLE, hold_ephemeral
+from ._session import RETRYABLE, Latest, hold_ephemeral, listening
 
 __all__ = [
     "HealthCheck",
@@ -303,7 +303,7 @@ class Registration:
         #: how often the node was (re)created: first registration, after LOST, after recovery
         self.registrations = 0
         self._wanted = False
-        self._lost = anyio.Event()
+        self._losses = Latest(0)  # sessions lost since the registration began
         #: the session known to hold our node (0: none known, e.g. a re-create under way)
         self._node_session = 0
 
@@ -386,22 +386,20 @@ class Registration:
 
     def _on_session(self, event: SessionEvent) -> None:
         if event.state is SessionState.LOST:
-            self._lost.set()
+            self._losses.publish(self._losses.value + 1)
 
     async def _run(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
-        client = self._client
-        client.add_listener(self._on_session)
-        try:
+        losses = 0
+        with listening(self._client, self._on_session), contextlib.suppress(ClientClosed):
             if self._check is None or await self._probe():
                 self.healthy = self._wanted = True
                 await self._ensure()
             task_status.started()
             passes = fails = 0
             while True:
-                with anyio.move_on_after(self._interval if self._check else None):
-                    await self._lost.wait()
-                if self._lost.is_set():
-                    self._lost = anyio.Event()
+                with anyio.move_on_after(self._interval if self._check else None) as probing:
+                    losses = await self._losses.wait_newer(losses)
+                if not probing.cancelled_caught:
                     if self._wanted:
                         log.warning("session lost: registering %s again", self.path)
                         await self._ensure()
@@ -414,10 +412,6 @@ class Registration:
                 elif not self._wanted and passes >= self._rise:
                     self.healthy = self._wanted = True
                     await self._ensure()
-        except ClientClosed:
-            return
-        finally:
-            client.remove_listener(self._on_session)
 
 
 class ServiceCache:
@@ -430,10 +424,11 @@ class ServiceCache:
         self._instances: dict[str, ServiceInstance] = {}
         self._pending: set[str] = set()
         self._full = True
-        self._wake = anyio.Event()
+        #: counts the watch and session events that ask the upkeep loop for reads (what to read
+        #: is in _full and _pending)
+        self._asked = Latest(0)
         self._events: deque[ServiceEvent] = deque(maxlen=1024)
-        self._event_ready = anyio.Event()
-        self._closed = False
+        self._emitted = Latest(0)  # counts the events put in _events
         self._round_robin = itertools.count()
         self._live: list[ServiceInstance] | None = None  # enabled instances, sorted by id
         #: True while the session is away (the cache may be behind)
@@ -468,74 +463,74 @@ class ServiceCache:
         return self._changes()
 
     async def _changes(self) -> AsyncIterator[ServiceEvent]:
-        while not self._closed:
-            while self._events:
-                yield self._events.popleft()
-            self._event_ready = anyio.Event()
-            await self._event_ready.wait()
+        emitted = self._emitted.value
+        with contextlib.suppress(anyio.EndOfStream):
+            while True:
+                while self._events:
+                    yield self._events.popleft()
+                emitted = await self._emitted.wait_newer(emitted)
 
     # -- upkeep ------------------------------------------------------------------------------
     def _close(self) -> None:
-        self._closed = True
-        self._event_ready.set()
+        self._emitted.close()
 
     def _emit(self, kind: str, instance: ServiceInstance) -> None:
         self._live = None
         self._events.append(ServiceEvent(kind, instance))
-        self._event_ready.set()
+        self._emitted.publish(self._emitted.value + 1)
 
     def _on_watch(self, event: WatchEvent) -> None:
         if event.type is EventType.NONE:  # the session ended every watch: read all again
             self._full = True
         else:
             self._pending.add(event.path)
-        self._wake.set()
+        self._asked.publish(self._asked.value + 1)
 
     def _on_session(self, event: SessionEvent) -> None:
         if event.state in (SessionState.SUSPENDED, SessionState.LOST):
             self.stale = True
         elif event.state in (SessionState.RECONNECTED, SessionState.CONNECTED):
             self._full = True
-            self._wake.set()
+            self._asked.publish(self._asked.value + 1)
 
     async def _run(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
         client = self._client
-        client.add_listener(self._on_session)
         started = False
-        try:
-            while True:
-                if not (self._full or self._pending):
-                    self._wake = anyio.Event()
-                    await self._wake.wait()
-                full, pending = self._full, self._pending
-                self._full, self._pending = False, set()
-                try:
-                    await client.wait_connected()
-                    session = client.session_id
-                    if full or self.path in pending:
-                        await self._sync_children(full)
-                    if not full:  # (a full sync has just read every instance)
-                        for path in pending - {self.path}:
-                            await self._refresh(path.rsplit("/", 1)[1])
-                except RETRYABLE as exc:
-                    log.debug("%s: re-reading after %s", self.path, exc)
-                    self._full = True
-                    await anyio.sleep(0.05)
-                    continue
-                if client.session_id == session:
-                    self.stale = False
+        asked = 0  # the count of _asked that the last reads answered
+        with listening(client, self._on_session):
+            try:
+                while True:
+                    if not (self._full or self._pending):
+                        await self._asked.wait_newer(asked)
+                    asked = self._asked.value
+                    full, pending = self._full, self._pending
+                    self._full, self._pending = False, set()
+                    try:
+                        await client.wait_connected()
+                        session = client.session_id
+                        if full or self.path in pending:
+                            await self._sync_children(full)
+                        if not full:  # (a full sync has just read every instance)
+                            for path in pending - {self.path}:
+                                await self._refresh(path.rsplit("/", 1)[1])
+                    except RETRYABLE as exc:
+                        log.debug("%s: re-reading after %s", self.path, exc)
+                        self._full = True
+                        await anyio.sleep(0.05)
+                        continue
+                    if client.session_id == session:
+                        self.stale = False
+                    if not started:
+                        started = True
+                        task_status.started()
+            except ClientClosed:
                 if not started:
-                    started = True
-                    task_status.started()
-        except ClientClosed:
-            if not started:
-                raise
-        finally:
-            client.remove_listener(self._on_session)
-            with anyio.CancelScope(shield=True), anyio.move_on_after(2):
-                for path in [self.path, *(f"{self.path}/{i}" for i in self._instances)]:
-                    with contextlib.suppress(CoordError):
-                        await client.remove_watch(path, self._on_watch)
+                    raise
+            finally:
+                with anyio.CancelScope(shield=True), anyio.move_on_after(2):
+                    for path in [self.path, *(f"{self.path}/{i}" for i in self._instances)]:
+                        with contextlib.suppress(CoordError):
+                            await client.remove_watch(path, self._on_watch)
 
     async def _sync_children(self, full: bool) -> None:
         client = self._client

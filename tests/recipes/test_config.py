@@ -5,6 +5,8 @@ reads the same history."""
 from __future__ import annotations
 
 import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import anyio
 import pytest
@@ -16,6 +18,7 @@ from aiocoord import (
     ConfigStore,
     ConfigVersion,
     NoNode,
+    SessionFeed,
     SessionState,
     watch_node,
 )
@@ -23,6 +26,20 @@ from aiocoord.testing import TcpProxy, ZooKeeperServer, expire_session
 from tests.helpers import eventually, wait_state
 
 PATH = "/Applications/NginxConf"
+
+
+@asynccontextmanager
+async def watching_through_a_proxy(
+    zk_server: ZooKeeperServer, namespace: str
+) -> AsyncIterator[tuple[TcpProxy, Client, ConfigFeed, SessionFeed]]:
+    """A watcher of PATH on a session of its own, behind a proxy that the test cuts."""
+    with TcpProxy.to(zk_server.hosts) as proxy:
+        async with (
+            Client(proxy.address, namespace=namespace, session_timeout=10) as watcher,
+            ConfigStore(watcher, PATH).watch() as feed,
+            watcher.session_events() as events,
+        ):
+            yield proxy, watcher, feed, events
 
 
 async def test_publish_current_history_rollback(zk: Client) -> None:
@@ -59,14 +76,16 @@ async def test_same_idempotency_key_makes_one_version(zk: Client) -> None:
     assert [v.data for v in await store.history()] == [b"a", b"b"]
 
 
-async def test_old_versions_are_pruned_beyond_retention(zk: Client) -> None:
-    store = ConfigStore(zk, PATH, retention=5)
-    for i in range(23):
-        await store.publish(f"v{i}".encode(), key=f"k{i}")
-    await store.prune()
-    history = await store.history()
-    assert [v.data for v in history] == [f"v{i}".encode() for i in range(18, 23)]
-    assert len(await zk.children(f"{PATH}-keys")) <= 10
+async def test_old_versions_are_pruned_beyond_retention_by_the_publishes(zk: Client) -> None:
+    store = ConfigStore(zk, PATH, retention=20)  # pruned after every second publish
+    with anyio.fail_after(30):
+        for i in range(47):
+            await store.publish(f"v{i}".encode(), key=f"k{i}")
+        # nobody calls prune(): the last publish (conf-0000000046) pruned before it returned
+        history = await store.history()
+        keys = await zk.children(f"{PATH}-keys")
+    assert [v.data for v in history] == [f"v{i}".encode() for i in range(27, 47)]
+    assert len(keys) <= 2 * store.retention  # the keys go once there are twice as many
 
 
 async def _follow(feed: ConfigFeed, seen: list[ConfigVersion], last: str) -> None:
@@ -80,7 +99,7 @@ async def test_burst_of_1000_publishes_every_watcher_in_order_ends_on_newest(
     zk_server: ZooKeeperServer, namespace: str, zk: Client
 ) -> None:
     store = ConfigStore(zk, PATH)
-    await store.publish(b"start")
+    published = {await store.publish(b"start"): b"start"}
     watchers = 4
     seen: list[list[ConfigVersion]] = [[] for _ in range(watchers)]
     async with Client(zk_server.hosts, namespace=namespace) as watch_client:
@@ -99,16 +118,54 @@ async def test_burst_of_1000_publishes_every_watcher_in_order_ends_on_newest(
 
                 async def publish(start: int) -> None:
                     for n in range(start, 1000, 4):
-                        await store.publish(f"burst {n}".encode())
+                        data = f"burst {n}".encode()
+                        published[await store.publish(data)] = data
 
                 for start in range(4):
                     tg.start_soon(publish, start)
+    assert len(published) == 1001
     for versions in seen:
+        # (ZooKeeper's order within a session and the feed's own guard both keep this; the guard
+        # alone is tested by test_a_watcher_never_repeats_a_version_nor_goes_back)
         zxids = [v.zxid for v in versions]
         assert zxids == sorted(set(zxids)), "a watcher went backwards or repeated a version"
+        # each version with its own bytes (read by its name, pruned or not since)
+        assert all(published[v.name] == v.data for v in versions)
         assert versions[-1].name == last
-        assert versions[-1].data == (await store.get(last)).data
     assert len(await store.history()) == 100  # the default retention
+
+
+async def test_a_watcher_never_repeats_a_version_nor_goes_back(
+    zk_server: ZooKeeperServer, namespace: str, zk: Client
+) -> None:
+    """A watcher re-reads after a reconnect: first it finds the version it yielded (nothing
+    changed), then an older one (the newest was deleted while it was away). It yields neither:
+    the next version it yields is the next one published."""
+    store = ConfigStore(zk, PATH)
+    await store.publish(b"one")
+    await store.publish(b"two")
+    async with watching_through_a_proxy(zk_server, namespace) as (proxy, _, feed, events):
+        with anyio.fail_after(10):
+            assert (await feed.__anext__()).data == b"two"
+
+        async def take(got: list[ConfigVersion]) -> None:
+            got.append(await feed.__anext__())
+
+        for away, then in ((None, b"three"), ("conf-0000000002", b"four")):
+            got: list[ConfigVersion] = []
+            with anyio.fail_after(40):
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(take, got)
+                    proxy.refuse()
+                    proxy.cut()
+                    await wait_state(events, SessionState.SUSPENDED, 10)
+                    await eventually(lambda: feed.stale, 10)
+                    if away is not None:
+                        await zk.delete(f"{PATH}/{away}")  # "three": "two" is the newest
+                    proxy.accept()
+                    await eventually(lambda: not feed.stale, 15)  # it has re-read
+                    await store.publish(then)  # (take() ends with the version it yields)
+            assert [v.data for v in got] == [then]
 
 
 async def test_watcher_sees_changes_made_while_its_connection_was_cut(
@@ -116,27 +173,22 @@ async def test_watcher_sees_changes_made_while_its_connection_was_cut(
 ) -> None:
     store = ConfigStore(zk, PATH)
     await store.publish(b"one")
-    with TcpProxy.to(zk_server.hosts) as proxy:
-        async with (
-            Client(proxy.address, namespace=namespace, session_timeout=10) as watcher,
-            ConfigStore(watcher, PATH).watch() as feed,
-            watcher.session_events() as events,
-        ):
-            with anyio.fail_after(10):
-                assert (await feed.__anext__()).data == b"one"
-            assert not feed.stale
-            proxy.refuse()
-            proxy.cut()
-            await wait_state(events, SessionState.SUSPENDED, 10)
-            assert feed.stale
-            await store.publish(b"two")
-            await store.publish(b"three")
-            proxy.accept()
-            with anyio.fail_after(15):
-                version = await feed.__anext__()
-            assert version.data == b"three"
-            assert not feed.stale
-            assert watcher.state is SessionState.RECONNECTED
+    async with watching_through_a_proxy(zk_server, namespace) as (proxy, watcher, feed, events):
+        with anyio.fail_after(10):
+            assert (await feed.__anext__()).data == b"one"
+        assert not feed.stale
+        proxy.refuse()
+        proxy.cut()
+        await wait_state(events, SessionState.SUSPENDED, 10)
+        assert feed.stale
+        await store.publish(b"two")
+        await store.publish(b"three")
+        proxy.accept()
+        with anyio.fail_after(15):
+            version = await feed.__anext__()
+        assert version.data == b"three"
+        assert not feed.stale
+        assert watcher.state is SessionState.RECONNECTED
 
 
 async def test_single_node_watcher_survives_session_loss_and_a_recreated_node(

@@ -72,6 +72,26 @@ async def test_register_discover_update_deregister(zk: Client) -> None:
         assert await zk.exists("/service/business/what/a") is None
 
 
+async def test_changes_end_with_the_discovery_block(zk: Client) -> None:
+    registry = ServiceRegistry(zk)
+    followed: list[str] = []
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg, registry.discovery("api") as cache:
+            events = cache.changes()
+            first = anyio.Event()
+
+            async def follow() -> None:
+                async for event in events:
+                    followed.append(event.kind)
+                    first.set()
+                followed.append("ended")
+
+            tg.start_soon(follow)
+            async with registry.register("api", "10.0.0.1", 80, instance_id="a"):
+                await first.wait()  # the follower is in the iteration: it waits for more
+    assert followed[0] == "added" and followed[-1] == "ended"
+
+
 async def test_pick_strategies_skip_disabled_instances(zk: Client) -> None:
     registry = ServiceRegistry(zk)
     async with (

@@ -1,28 +1,18 @@
-"""Config distribution: a versioned store, watches that apply versions in order, rollout status.
+"""The config store: a versioned history of raw config bytes, idempotent publishes, pruning.
 
-Znode layout (shared with kazoo/zkpython scripts)::
+Znode layout::
 
     <path>/conf-<10 digits>       PERSISTENT_SEQUENTIAL, data = the raw config bytes
     <path>-keys/<sha256(key)>     PERSISTENT, one per publish (of its key, or of a random one), made
                                   in the publish's multi(); data: the version, when a key was given
-    <path>-status/<host-id>       EPHEMERAL, JSON {version, ok, error, applied_at}
 
 The history path holds only ``conf-`` children: older scripts take the largest child name as the
-newest version. Versions beyond ``retention`` are pruned (oldest first).
+newest version. Versions beyond ``retention`` are pruned (oldest first) after publishes.
 
-Single-node mode watches one znode's data instead (e.g. ``/app/business/config``); its version
-is the node's mzxid.
-
-A ``ConfigFeed`` yields the newest version each time it is read: it never yields a version older
-than (or equal to) one it yielded, skips intermediate versions when its reader is behind, and
-always ends on the newest. Ordering is by zxid (czxid of a ``conf-`` node, mzxid of a single
-node), so a history path deleted and re-created (sequence numbers restart) still moves forward.
-
-SUSPENDED: the feed is marked ``stale`` (it cannot know it is current); on RECONNECTED it
-re-reads (SetWatches restored the watch, and a re-read costs one round trip). LOST: the watches
-ended with the session; the feed stays ``stale`` until it has re-read and re-watched on the new
-session, so changes made meanwhile (a node deleted and re-created included) are seen.
-Cancellation: leaving ``watch()`` removes the feed's watches and listener.
+SUSPENDED and LOST: a publish whose outcome is unknown waits for a serving session (a new one
+too) and sends the same transaction again, which publishes or finds its key: one version either
+way. Reads raise the client's errors. Cancellation: a cancelled publish was applied or not; a
+retry with the same key finds out.
 """
 
 from __future__ import annotations
@@ -32,65 +22,34 @@ import functools
 import hashlib
 import logging
 import re
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Self
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import TYPE_CHECKING
 
-import anyio
-
-from ..transport import codec
-from ..transport.client import Client
-from ..transport.errors import (
-    ClientClosed,
+from ...transport.client import Client
+from ...transport.errors import (
     ConnectionLoss,
-    CoordError,
     MultiFailed,
     NodeExists,
     NoNode,
     RequestTimeout,
 )
-from ..transport.paths import validate_path
-from ..transport.types import Op, SessionEvent, SessionState, WatchEvent
-from ._session import RETRYABLE, pipelined
-from .election import LeadershipLost
+from ...transport.paths import validate_path
+from ...transport.types import Op, WatchEvent
+from .._session import RETRYABLE, pipelined
+from ..election import LeadershipLost
+from .feed import ConfigFeed, ConfigVersion
+from .status import StatusBoard
 
 if TYPE_CHECKING:
-    from .election import Term
+    from ..election import Term
 
-__all__ = ["ConfigFeed", "ConfigStore", "ConfigVersion", "HostStatus", "StatusBoard", "watch_node"]
+__all__ = ["ConfigStore"]
 
 log = logging.getLogger("aiocoord.config")
 
 PREFIX = "conf-"
 _CONF = re.compile(r"^conf-(\d{10})$")
-
-
-@dataclass(frozen=True, slots=True)
-class ConfigVersion:
-    """One version of a config.
-
-    ``name``: the version node's name (``conf-0000000003``), or the watched node's path in
-    single-node mode. ``number``: the sequence number, or the mzxid in single-node mode.
-    ``zxid``: what versions are ordered by (czxid of a ``conf-`` node, mzxid of a single node).
-    """
-
-    name: str
-    number: int
-    data: bytes
-    zxid: int
-
-
-@dataclass(frozen=True, slots=True)
-class HostStatus:
-    """What one host reports it runs (``<path>-status/<host>``)."""
-
-    host: str
-    version: str | None
-    ok: bool
-    error: str | None
-    applied_at: float
 
 
 def _version_name(version: int | str) -> str:
@@ -110,73 +69,6 @@ def _key_node(keys: str, key: str) -> str:
 def _newest(names: Sequence[str]) -> str | None:
     versions = [n for n in names if _CONF.match(n)]
     return max(versions) if versions else None  # zero-padded: the largest name is the newest
-
-
-class StatusBoard:
-    """Rollout status: each host's ephemeral ``<path>/<host>`` JSON node."""
-
-    def __init__(self, client: Client, path: str) -> None:
-        validate_path(path)
-        self._client = client
-        self.path = path
-
-    async def report(
-        self, host: str, version: str | None, *, ok: bool, error: str | None = None
-    ) -> HostStatus:
-        """Write (or overwrite) this host's status as an ephemeral node of this session."""
-        if not host or "/" in host:
-            raise ValueError(f"bad host id {host!r}")
-        status = HostStatus(host, version, ok, error, time.time())
-        data = codec.dumps(
-            {"version": version, "ok": ok, "error": error, "applied_at": status.applied_at}
-        )
-        node = f"{self.path}/{host}"
-        client = self._client
-        while True:
-            try:
-                await client.create(node, data, ephemeral=True, makepath=True)
-                return status
-            except NodeExists:
-                stat = await client.exists(node)
-                if stat is None:
-                    continue
-                if stat.ephemeral_owner != client.session_id:
-                    # left by an earlier session of ours (or another process with our id)
-                    with contextlib.suppress(NoNode):
-                        await client.delete(node)
-                    continue
-                try:
-                    await client.set(node, data)
-                    return status
-                except NoNode:
-                    continue
-
-    async def read(self) -> list[HostStatus]:
-        """Every host's status, sorted by host id."""
-        try:
-            hosts = sorted(await self._client.children(self.path))
-        except NoNode:
-            return []
-        out = []
-        for host in hosts:
-            try:
-                data, stat = await self._client.get(f"{self.path}/{host}")
-            except NoNode:
-                continue
-            try:
-                raw = codec.loads_object(data, what=f"status of {host}")
-                out.append(
-                    HostStatus(
-                        host,
-                        raw.get("version"),
-                        bool(raw.get("ok")),
-                        raw.get("error"),
-                        float(raw.get("applied_at") or stat.mtime / 1000),
-                    )
-                )
-            except (codec.DecodeError, TypeError, ValueError) as exc:
-                out.append(HostStatus(host, None, False, f"unreadable status: {exc}", 0.0))
-        return out
 
 
 class ConfigStore:
@@ -374,27 +266,6 @@ class ConfigStore:
             yield feed
 
 
-@contextlib.asynccontextmanager
-async def watch_node(client: Client, path: str) -> AsyncIterator[ConfigFeed]:
-    """Single-node mode: ``async with watch_node(client, path) as feed: async for v in feed``
-    yields the node's data each time it changes (version = mzxid). A deleted node yields
-    nothing until it is created again."""
-    validate_path(path)
-
-    async def read(watch: Callable[[WatchEvent], object]) -> ConfigVersion | None:
-        while True:
-            try:
-                data, stat = await client.get(path, watch=watch)
-            except NoNode:
-                if await client.exists(path, watch=watch) is None:
-                    return None
-                continue
-            return ConfigVersion(path, stat.mzxid, data, stat.mzxid)
-
-    async with ConfigFeed(client, read, path) as feed:
-        yield feed
-
-
 async def _read_newest(
     client: Client, path: str, watch: Callable[[WatchEvent], object] | None
 ) -> ConfigVersion | None:
@@ -413,88 +284,3 @@ async def _read_newest(
         except NoNode:  # pruned or deleted between the two reads
             continue
         return ConfigVersion(newest, int(newest[len(PREFIX) :]), data, stat.czxid)
-
-
-class ConfigFeed:
-    """Versions of one config as an async iterator (from ``ConfigStore.watch()`` or
-    ``watch_node()``): latest wins, never backwards.
-
-    ``stale`` is True until the first read and whenever the session is suspended or lost, until
-    the feed has re-read on a live session. ``last`` is the newest version yielded.
-    """
-
-    def __init__(
-        self,
-        client: Client,
-        read: Callable[[Callable[[WatchEvent], object]], Awaitable[ConfigVersion | None]],
-        path: str,
-    ) -> None:
-        self._client = client
-        self._read = read
-        self.path = path
-        self.stale = True
-        self.last: ConfigVersion | None = None
-        self._dirty = True
-        self._wake = anyio.Event()
-        self._closed = False
-
-    async def __aenter__(self) -> Self:
-        self._client.add_listener(self._on_session)
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        self._closed = True
-        self._client.remove_listener(self._on_session)
-        with (
-            anyio.CancelScope(shield=True),
-            anyio.move_on_after(2),
-            contextlib.suppress(CoordError),
-        ):
-            await self._client.remove_watch(self.path, self._on_watch)
-
-    def _poke(self) -> None:
-        self._dirty = True
-        self._wake.set()
-
-    def _on_watch(self, _event: WatchEvent) -> None:
-        self._poke()
-
-    def _on_session(self, event: SessionEvent) -> None:
-        if event.state in (SessionState.SUSPENDED, SessionState.LOST):
-            if not self.stale:
-                log.info("%s: config view stale (session %s)", self.path, event.state.value)
-            self.stale = True
-        if event.state in (SessionState.RECONNECTED, SessionState.CONNECTED):
-            self._poke()
-        elif event.state is SessionState.CLOSED:
-            self._closed = True
-            self._wake.set()
-
-    def __aiter__(self) -> Self:
-        return self
-
-    async def __anext__(self) -> ConfigVersion:
-        client = self._client
-        while True:
-            while not self._dirty:
-                if self._closed:
-                    raise StopAsyncIteration
-                self._wake = anyio.Event()
-                await self._wake.wait()
-            self._dirty = False
-            try:
-                await client.wait_connected()
-                session = client.session_id
-                version = await self._read(self._on_watch)
-            except ClientClosed:
-                raise StopAsyncIteration from None
-            except RETRYABLE as exc:
-                log.debug("%s: re-reading after %s", self.path, exc)
-                self._dirty = True
-                await anyio.sleep(0.05)
-                continue
-            if client.session_id == session and client.state.live:
-                self.stale = False
-            if version is not None and (self.last is None or version.zxid > self.last.zxid):
-                self.last = version
-                return version

@@ -42,8 +42,8 @@ from typing import Any, Final, Self
 import anyio
 import anyio.abc
 
-from . import codec
-from .errors import CoordError, InvalidPath, PayloadTooLarge
+from ...transport import codec
+from ...transport.errors import CoordError, InvalidPath, PayloadTooLarge
 
 __all__ = [
     "TriggerClient",
