@@ -1009,6 +1009,62 @@ M = [
         "            with contextlib.nullcontext():",
         [R + "test_tasks.py::test_a_started_task_lost_with_its_worker_is_charged_and_its_run_cancelled"],
     ),
+    (
+        "config feed yields again a version it yielded, or an older one",
+        "aiocoord/recipes/config/feed.py",
+        "            if version is not None and (self.last is None or version.zxid > self.last.zxid):",
+        "            if version is not None:",
+        [R + "test_config.py::test_a_watcher_never_repeats_a_version_nor_goes_back"],
+    ),
+    (
+        "config feed goes back to an older version",
+        "aiocoord/recipes/config/feed.py",
+        "version.zxid > self.last.zxid",
+        "version.zxid != self.last.zxid",
+        [R + "test_config.py::test_a_watcher_never_repeats_a_version_nor_goes_back"],
+    ),
+    (
+        "publishes never prune",
+        "aiocoord/recipes/config/store.py",
+        "        if int(name[len(PREFIX) :]) % self._prune_every == 0 and not self._pruning:",
+        "        if False:",
+        [R + "test_config.py::test_old_versions_are_pruned_beyond_retention_by_the_publishes"],
+    ),
+    (
+        "discovery changes() outlive the cache",
+        "aiocoord/recipes/discovery.py",
+        "    def _close(self) -> None:\n        self._emitted.close()",
+        "    def _close(self) -> None:\n        pass",
+        [R + "test_discovery.py::test_changes_end_with_the_discovery_block"],
+    ),
+    (
+        "registration not renewed after LOST",
+        "aiocoord/recipes/discovery.py",
+        "            self._losses.publish(self._losses.value + 1)",
+        "            pass",
+        [R + "test_discovery.py::test_registrant_session_expiry_registers_again"],
+    ),
+    (
+        "Latest waits though the value is newer",
+        "aiocoord/recipes/_session.py",
+        "            if self._value != seen:",
+        "            if False:",
+        [R + "test_session_primitives.py"],
+    ),
+    (
+        "Latest waits on a spent event (busy loop)",
+        "aiocoord/recipes/_session.py",
+        "            if self._changed.is_set():  # by a publish this consumer has seen: wait for the next",
+        "            if False:",
+        [R + "test_session_primitives.py::test_a_publish_of_the_seen_value_wakes_nobody"],
+    ),
+    (
+        "Latest close() ends nothing",
+        "aiocoord/recipes/_session.py",
+        "        while not self._closed:",
+        "        while True:",
+        [R + "test_session_primitives.py::test_close_ends_the_waits_newer_value_or_not"],
+    ),
 ]
 
 
