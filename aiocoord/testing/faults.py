@@ -78,10 +78,15 @@ class TcpProxy:
         if self._refusing:
             _reset(writer)
             return
+        self._writers.add(writer)  # closed by cut() and close() even while connecting upstream
         try:
             up_reader, up_writer = await asyncio.open_connection(*self.target)
         except OSError:
             _reset(writer)
+            self._writers.discard(writer)
+            return
+        if writer.transport.is_closing():  # cut or closed meanwhile
+            _reset(up_writer)
             return
         self._writers.update((writer, up_writer))
         for src, dst, replies in ((reader, up_writer, False), (up_reader, writer, True)):
@@ -206,8 +211,11 @@ class TcpProxy:
                 self._server.close()
             for w in list(self._writers):
                 _reset(w)
-            for t in list(self._tasks):
+            tasks = list(self._tasks)
+            for t in tasks:
                 t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.sleep(0)  # the aborted transports close their sockets
             await asyncio.sleep(0)
 
         with contextlib.suppress(Exception):
