@@ -19,7 +19,16 @@ import anyio
 
 import aiocoord
 
-from .common import add_session_options, parse_address, run_service, session
+from .common import (
+    UsageError,
+    add_id_option,
+    add_path_option,
+    add_session_options,
+    parse_address,
+    run_service,
+    session,
+    znode_path,
+)
 from .metrics import counts, leading, serving
 
 log = logging.getLogger("aiocoord.agent")
@@ -45,9 +54,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--path. Legacy clients send 'ADD|DATA' and half-close; framed clients send JSON lines.",
     )
     add_session_options(p)
-    p.add_argument(
-        "--path", required=True, help="config history path, e.g. /Applications/NginxConf"
-    )
+    add_path_option(p, "the config history path, e.g. /Applications/NginxConf")
     p.add_argument(
         "--listen",
         default="127.0.0.1:8877",
@@ -57,14 +64,22 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument(
         "--token",
         default=os.environ.get("AIOCOORD_TRIGGER_TOKEN"),
+        metavar="TOKEN",
         help="require this token on every request (default: $AIOCOORD_TRIGGER_TOKEN)",
     )
-    p.add_argument("--election", default=None, metavar="PATH", help="default <path>-agents")
-    p.add_argument("--identity", default=None, help="stored in the candidate node (hostname:pid)")
-    p.add_argument("--retention", type=int, default=100, metavar="N", help="versions kept (100)")
     p.add_argument(
-        "--max-frame", type=int, default=2 * 1024 * 1024, metavar="BYTES", help="(2 MiB)"
-    )
+        "--election", default=None, metavar="PATH", type=znode_path,
+        help="the agents' election path (default <path>-agents)",
+    )  # fmt: skip
+    add_id_option(p, "this agent's name in its candidate node (default hostname:pid)")
+    p.add_argument(
+        "--retention", type=int, default=100, metavar="N",
+        help="versions kept in the history; older ones are pruned (default 100)",
+    )  # fmt: skip
+    p.add_argument(
+        "--max-frame", type=int, default=2 * 1024 * 1024, metavar="BYTES",
+        help="the largest trigger request accepted (default 2 MiB)",
+    )  # fmt: skip
     p.add_argument(
         "--allow-empty",
         action="store_true",
@@ -75,7 +90,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 async def _run(args: argparse.Namespace) -> None:
     host, port = parse_address(args.listen)
-    identity = args.identity or f"{os.uname().nodename}:{os.getpid()}"
+    identity = args.id or f"{os.uname().nodename}:{os.getpid()}"
     async with (
         session(args) as zk,
         serving(args, "agent", zk) as metrics,
@@ -152,6 +167,5 @@ def main(args: argparse.Namespace) -> int:
         host, _ = parse_address(args.listen)
         aiocoord.TriggerServer.check_address(host, bool(args.token))
     except ValueError as exc:
-        log.error("%s", exc)
-        return 1
-    return run_service(log, _run, args, errors=(ValueError, OSError, aiocoord.ConnectError))
+        raise UsageError(f"--listen: {exc}") from exc
+    return run_service(log, _run, args)

@@ -41,7 +41,16 @@ import anyio
 import aiocoord
 from aiocoord.transport import codec
 
-from .common import StatusReporter, add_session_options, run_service, session
+from .common import (
+    StatusReporter,
+    UsageError,
+    add_id_option,
+    add_path_option,
+    add_session_options,
+    description,
+    run_service,
+    session,
+)
 from .metrics import serving
 
 log = logging.getLogger("aiocoord.app")
@@ -51,20 +60,26 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p = sub.add_parser(
         "app",
         help="apply each new config version to a file (check, atomic replace, reload)",
-        description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
+        description=description(__doc__),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_session_options(p)
+    add_path_option(p, "the config history path, e.g. /Applications/NginxConf")
+    p.add_argument("--out", required=True, type=Path, metavar="FILE", help="the file to write")
     p.add_argument(
-        "--path", required=True, help="config history path, e.g. /Applications/NginxConf"
-    )
-    p.add_argument("--out", required=True, type=Path, help="the file to write")
-    p.add_argument("--check-cmd", default=None, metavar="CMD", help="e.g. 'nginx -t'")
-    p.add_argument("--reload-cmd", default=None, metavar="CMD", help="e.g. 'nginx -s reload'")
-    p.add_argument("--id", default=None, help="host id for the status node (default: hostname)")
+        "--check-cmd", default=None, metavar="CMD",
+        help="checks a new version before it counts as applied, e.g. 'nginx -t' ({file}: the "
+        "new file, checked before it replaces the old one)",
+    )  # fmt: skip
     p.add_argument(
-        "--cmd-timeout", type=float, default=60.0, metavar="SECONDS", help="per command (60)"
-    )
+        "--reload-cmd", default=None, metavar="CMD",
+        help="makes the program read the new file, e.g. 'nginx -s reload'",
+    )  # fmt: skip
+    add_id_option(p, "this host's name in the status node (default: the hostname)")
+    p.add_argument(
+        "--cmd-timeout", type=float, default=60.0, metavar="SECONDS",
+        help="a check or reload command running longer fails the version (default 60)",
+    )  # fmt: skip
     p.add_argument(
         "--mode",
         default=None,
@@ -410,11 +425,9 @@ def _lookup(name: str, by_name: Callable[[str], Any], what: str) -> int:
 
 def main(args: argparse.Namespace) -> int:
     if not args.out.parent.is_dir():
-        log.error("the directory of --out does not exist: %s", args.out.parent)
-        return 2
+        raise UsageError(f"the directory of --out does not exist: {args.out.parent}")
     try:
         args.ownership = parse_ownership(args.mode, args.owner)
     except ValueError as exc:
-        log.error("%s", exc)
-        return 2
+        raise UsageError(str(exc)) from exc
     return run_service(log, _run, args)

@@ -1,15 +1,20 @@
-"""What every command shares: --zk, --namespace, --session-timeout, --log-level, logging."""
+"""What every command shares: the parser and its one-line errors, the session options (--zk,
+--namespace, --session-timeout, --connect-timeout), the option vocabulary (--path, --id,
+--json, hidden old spellings), --log-level and --log-format, and running a service."""
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import logging
 import os
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, NoReturn
 
 import aiocoord
 from aiocoord.transport import codec
+from aiocoord.transport.hosts import parse_hosts
 
 from .metrics import Metrics
 
@@ -19,20 +24,147 @@ DEFAULT_ZK = "127.0.0.1:2181"
 #: how long a one-shot command waits for its first connection by default
 ONE_SHOT_CONNECT_TIMEOUT = 5.0
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+class CommandError(Exception):
+    """Ends a command with one line on stderr, ``aiocoord <command>: error: <message>``, and
+    exit status ``status`` (1; 2 for a usage error)."""
+
+    status = 1
+
+    def __init__(self, message: str, *, hint: str | None = None, status: int | None = None):
+        super().__init__(message)
+        self.hint = hint
+        if status is not None:
+            self.status = status
+
+
+class UsageError(CommandError):
+    """A bad argument found after parsing (an unreadable @FILE, options that exclude each
+    other): exit status 2, like argparse's own."""
+
+    status = 2
+
+
+class Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose usage errors are one line (argparse prints the usage, which
+    runs to a dozen lines, before the message), and which checks the options that are required
+    under any of their spellings (``add_option(..., required=True)``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: (dest, option name) of the options required under any spelling
+        self.required_options: list[tuple[str, str]] = []
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        parsed, extras = super().parse_known_args(args, namespace)
+        missing = [name for dest, name in self.required_options if getattr(parsed, dest) is None]
+        if missing:
+            self.error("the following arguments are required: " + ", ".join(missing))
+        return parsed, extras
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def add_option(
+    parser: argparse.ArgumentParser,
+    name: str,
+    *,
+    aliases: Sequence[str] = (),
+    required: bool = False,
+    **kwargs: Any,
+) -> argparse.Action:
+    """``parser.add_argument(name, **kwargs)`` plus the old spellings ``aliases``, accepted but
+    left out of the help (scripts use them). ``required``: given under one of the spellings."""
+    action = parser.add_argument(name, **kwargs)
+    hidden = {k: v for k, v in kwargs.items() if k in ("type", "action", "metavar")}
+    for alias in aliases:
+        parser.add_argument(alias, dest=action.dest, help=argparse.SUPPRESS, **hidden)
+    if required:
+        assert isinstance(parser, Parser), "required options need a services.common.Parser"
+        parser.required_options.append((action.dest, name))
+    return action
+
+
+def description(doc: str | None, *, lead: bool = False) -> str | None:
+    """A module docstring as command help: what follows its first paragraph (``lead``: that
+    paragraph alone), without the reStructuredText literal quotes."""
+    if not doc:
+        return None
+    return doc.split("\n\n", 1)[0 if lead else -1].replace("``", "")
+
+
+def arg_type(convert: Callable[[str], object]) -> Callable[[str], Any]:
+    """An argparse ``type`` whose error message is ``convert``'s own ValueError."""
+
+    def checked(text: str) -> Any:
+        try:
+            return convert(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    checked.__name__ = convert.__name__
+    return checked
+
+
+def _hosts(text: str) -> str:
+    parse_hosts(text)
+    return text
+
+
+#: argparse types that validate before a session opens
+zk_hosts = arg_type(_hosts)
+znode_path = arg_type(aiocoord.validate_path)
+json_value = arg_type(lambda text: codec.loads(text, what="the value"))
+
+
+def add_path_option(
+    parser: argparse.ArgumentParser,
+    help: str,
+    *,
+    aliases: Sequence[str] = (),
+    required: bool = True,
+    default: str | None = None,
+) -> None:
+    """``--path``: the ZooKeeper path a command works under (one spelling in every command)."""
+    add_option(parser, "--path", aliases=aliases, required=required, default=default,
+               type=znode_path, metavar="PATH", help=help)  # fmt: skip
+
+
+def add_id_option(parser: argparse.ArgumentParser, help: str) -> None:
+    """``--id``: who this process is (a host, a worker, a candidate); ``--identity`` is the old
+    spelling of some commands."""
+    add_option(parser, "--id", aliases=["--identity"], default=None, metavar="ID", help=help)
+
+
+def add_json_option(parser: argparse.ArgumentParser, what: str = "print JSON") -> None:
+    parser.add_argument("--json", action="store_true", help=what)
+
 
 def add_session_options(parser: argparse.ArgumentParser, *, one_shot: bool = False) -> None:
     """The session options; ``one_shot`` commands fail fast when ZooKeeper cannot be reached
-    (a service waits up to its session timeout)."""
+    (a service waits up to its session timeout) and log only warnings and errors by default."""
+    if one_shot:
+        parser.set_defaults(default_log_level="WARNING")
     group = parser.add_argument_group("ZooKeeper session")
     group.add_argument(
         "--zk",
         metavar="HOSTS",
+        type=zk_hosts,
         default=os.environ.get("AIOCOORD_ZK", DEFAULT_ZK),
         help="ZooKeeper hosts, host:port[,host:port...][/chroot] "
         f"(default: $AIOCOORD_ZK, else {DEFAULT_ZK})",
     )
     group.add_argument(
-        "--namespace", metavar="PATH", default=None, help="chroot every path under PATH"
+        "--namespace",
+        metavar="PATH",
+        type=znode_path,
+        default=None,
+        help="chroot: every path of the command is under PATH",
     )
     group.add_argument(
         "--session-timeout",
@@ -68,21 +200,69 @@ def write_deadline(args: argparse.Namespace) -> float:
     return 2 * float(args.session_timeout)
 
 
-def add_log_option(parser: argparse.ArgumentParser) -> None:
+def add_log_options(parser: argparse.ArgumentParser) -> None:
+    """``--log-level`` and ``--log-format``, on every parser of the tree: before or after the
+    subcommand (the last one given wins). Unset, the command's own default applies."""
     parser.add_argument(
         "--log-level",
-        default=os.environ.get("AIOCOORD_LOG_LEVEL", "INFO"),
-        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        help="log verbosity (default INFO)",
+        type=str.upper,
+        choices=LOG_LEVELS,
+        default=argparse.SUPPRESS,
+        metavar="LEVEL",
+        help="debug, info, warning or error, in any case (default: $AIOCOORD_LOG_LEVEL, else "
+        "warning for one-shot commands and info for services); debug also shows the traceback "
+        "of an error",
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default=argparse.SUPPRESS,
+        help="text: one line per record with an ISO 8601 timestamp; json: one JSON object per "
+        "record, for log collectors (default text)",
     )
 
 
-def setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-    )
+def log_level(args: argparse.Namespace) -> str:
+    """The level the options, $AIOCOORD_LOG_LEVEL or the command's default give."""
+    given = getattr(args, "log_level", None) or os.environ.get("AIOCOORD_LOG_LEVEL", "").upper()
+    if given in LOG_LEVELS:
+        return given
+    return str(getattr(args, "default_log_level", "INFO"))
+
+
+def _timestamp(record: logging.LogRecord) -> str:
+    """ISO 8601 with the local zone, to the millisecond (2024-05-01T20:03:03.123+02:00)."""
+    when = datetime.datetime.fromtimestamp(record.created).astimezone()
+    return when.isoformat(timespec="milliseconds")
+
+
+class TextFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        return _timestamp(record)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record: time, level, logger, message (and exception when any)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, object] = {
+            "time": _timestamp(record),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return codec.dumps(line).decode()
+
+
+def setup_logging(level: str, log_format: str = "text") -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
+    logging.basicConfig(level=getattr(logging, level), handlers=[handler], force=True)
 
 
 def parse_address(text: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
@@ -107,31 +287,24 @@ def print_json(value: object) -> None:
 
 
 def read_data_argument(value: str) -> bytes:
-    """A DATA argument: ``-`` reads stdin, ``@FILE`` reads a file, anything else is the text."""
+    """A DATA argument: ``-`` reads stdin, ``@FILE`` reads a file, anything else is the text.
+    An unreadable file is a ``UsageError`` (read before any session opens)."""
     if value == "-":
         return sys.stdin.buffer.read()
     if value.startswith("@"):
-        with open(value[1:], "rb") as f:
-            return f.read()
+        try:
+            with open(value[1:], "rb") as f:
+                return f.read()
+        except OSError as exc:
+            raise UsageError(f"cannot read {value}: {exc.strerror or exc}") from exc
     return value.encode()
 
 
-def run_service(
-    log: logging.Logger,
-    main: Callable[..., Awaitable[object]],
-    *args: object,
-    errors: tuple[type[Exception], ...] = (aiocoord.ConnectError,),
-    say_stopped: bool = True,
-) -> int:
-    """Run a service's ``main(*args)`` until it ends or SIGTERM/SIGINT: 0, or 1 after logging
-    one of ``errors``."""
-    try:
-        aiocoord.run(main, *args)
-    except errors as exc:
-        log.error("%s", exc)
-        return 1
-    if say_stopped:
-        log.info("stopped")
+def run_service(log: logging.Logger, main: Callable[..., Awaitable[object]], *args: object) -> int:
+    """Run a service's ``main(*args)`` until it ends or SIGTERM/SIGINT; 0. Its errors go to the
+    command line's one-line report (``cli.main``)."""
+    aiocoord.run(main, *args)
+    log.info("stopped")
     return 0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 import time
 
@@ -13,6 +14,10 @@ import anyio
 import aiocoord
 
 from .common import (
+    CommandError,
+    UsageError,
+    add_json_option,
+    add_path_option,
     add_session_options,
     parse_address,
     print_json,
@@ -24,27 +29,47 @@ from .common import (
 log = logging.getLogger("aiocoord.config")
 
 
+def _version(text: str) -> int | str:
+    """A VERSION argument: ``conf-<10 digits>`` or its number."""
+    if text.isdigit():
+        return int(text)
+    if re.fullmatch(r"conf-\d{10}", text):
+        return text
+    raise argparse.ArgumentTypeError(f"{text!r} is not a version: conf-<10 digits> or its number")
+
+
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     t = sub.add_parser(
         "trigger",
         help="send one trigger command to the config agent",
         description="Send CMD DATA to the agent's trigger port and print the version it made. "
-        "Exits 0 on OK, 1 on a refused request (the error code and message are printed), "
-        "2 when the agent cannot be reached. DATA: text, '-' for stdin, '@FILE' for a file.",
+        "Exits 0 on OK, 1 on a refused request (the reply, ERR CODE MESSAGE, is printed on "
+        "stderr), 2 when the agent cannot be reached. DATA: text, '-' for stdin, '@FILE' for a "
+        "file.",
     )
-    t.add_argument("--to", default="127.0.0.1:8877", metavar="HOST:PORT", help="(127.0.0.1:8877)")
+    t.set_defaults(default_log_level="WARNING")
+    t.add_argument(
+        "--to", default="127.0.0.1:8877", metavar="HOST:PORT",
+        help="the agent's trigger address (default 127.0.0.1:8877)",
+    )  # fmt: skip
     t.add_argument(
         "--token",
         default=os.environ.get("AIOCOORD_TRIGGER_TOKEN"),
-        help="(default: $AIOCOORD_TRIGGER_TOKEN)",
+        metavar="TOKEN",
+        help="the agent's shared secret (default: $AIOCOORD_TRIGGER_TOKEN)",
     )
     t.add_argument(
-        "--key", default=None, help="idempotency key: a retried request makes one version"
-    )
+        "--key", default=None, metavar="KEY",
+        help="idempotency key: a retried request with the same KEY makes one version",
+    )  # fmt: skip
     t.add_argument(
         "--legacy", action="store_true", help="send the old 'CMD|DATA' line instead of JSON"
     )
-    t.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS", help="(10)")
+    t.add_argument(
+        "--timeout", type=float, default=10.0, metavar="SECONDS",
+        help="give up when the agent has not answered within SECONDS (default 10)",
+    )  # fmt: skip
+    add_json_option(t, 'print {"version": VERSION}')
     t.add_argument("cmd", metavar="CMD", help="command, e.g. ADD")
     t.add_argument("data", metavar="DATA", help="config text, '-' (stdin) or '@FILE'")
     t.set_defaults(func=trigger_main)
@@ -56,20 +81,24 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "(without the agent).",
     )
     actions = c.add_subparsers(dest="action", required=True, metavar="ACTION")
-    for name, text in (
-        ("publish", "publish DATA as a new version"),
-        ("current", "print the newest version's data"),
-        ("history", "list the kept versions"),
-        ("rollback", "republish an old version as the newest"),
-        ("status", "show which version each host runs"),
-    ):
+    for name, text, json_text in (
+        ("publish", "publish DATA as a new version", 'print {"version": VERSION}'),
+        ("current", "print the newest version's data", 'print {"version", "data"}'),
+        ("history", "list the kept versions", 'print one {"version", "zxid", "bytes"} a line'),
+        ("rollback", "republish an old version as the newest", 'print {"version": VERSION}'),
+        ("status", "show which version each host runs",
+         'print one {"host", "version", "ok", "error", "applied_at", "current"} a line'),
+    ):  # fmt: skip
         a = actions.add_parser(name, help=text, description=text)
         add_session_options(a, one_shot=True)
-        a.add_argument("--path", required=True, help="config history path")
-        a.add_argument("--json", action="store_true", help="print JSON")
+        add_path_option(a, "the config history path, e.g. /Applications/NginxConf")
+        add_json_option(a, json_text)
         if name == "publish":
             a.add_argument("data", metavar="DATA", help="config text, '-' (stdin) or '@FILE'")
-            a.add_argument("--key", default=None, help="idempotency key")
+            a.add_argument(
+                "--key", default=None, metavar="KEY",
+                help="idempotency key: publishing again with the same KEY makes one version",
+            )  # fmt: skip
             a.add_argument(
                 "--allow-empty",
                 action="store_true",
@@ -77,17 +106,19 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
                 "config usually takes a site down",
             )
         if name == "rollback":
-            a.add_argument("version", metavar="VERSION", help="conf-<10 digits> or its number")
+            a.add_argument(
+                "version", metavar="VERSION", type=_version,
+                help="the version to republish: conf-<10 digits> or its number",
+            )  # fmt: skip
         a.set_defaults(func=config_main)
 
 
 def trigger_main(args: argparse.Namespace) -> int:
     try:
         host, port = parse_address(args.to)
-        data = read_data_argument(args.data)
-    except (ValueError, OSError) as exc:
-        print(f"aiocoord trigger: {exc}", file=sys.stderr)
-        return 2
+    except ValueError as exc:
+        raise UsageError(f"--to: {exc}") from exc
+    data = read_data_argument(args.data)
 
     async def send() -> str:
         with anyio.fail_after(args.timeout):
@@ -97,45 +128,57 @@ def trigger_main(args: argparse.Namespace) -> int:
                 return await client.send(args.cmd, data, key=args.key)
 
     try:
-        print(anyio.run(send))
+        version = anyio.run(send)
     except aiocoord.TriggerError as exc:
         print(f"ERR {exc.code} {exc.message}", file=sys.stderr)
         return 1
     except (OSError, TimeoutError, UnicodeDecodeError) as exc:
-        print(f"aiocoord trigger: cannot reach {args.to}: {exc!r}", file=sys.stderr)
-        return 2
+        reason = "no answer in time" if isinstance(exc, TimeoutError) else exc.__class__.__name__
+        if isinstance(exc, OSError) and exc.strerror:
+            reason = exc.strerror
+        raise CommandError(
+            f"cannot reach the agent at {args.to}: {reason}",
+            hint="is `aiocoord agent` running and leading?",
+            status=2,
+        ) from exc
+    if args.json:
+        print_json({"version": version})
+    else:
+        print(version)
     return 0
 
 
-async def _config(args: argparse.Namespace) -> int:
+async def _config(args: argparse.Namespace, data: bytes) -> int:
     async with session(args) as zk:
         store = aiocoord.ConfigStore(zk, args.path)
         line: dict[str, object]
         if args.action in ("publish", "rollback"):
-            data = read_data_argument(args.data) if args.action == "publish" else b""
-            if args.action == "publish" and not data.strip() and not args.allow_empty:
-                print("aiocoord config publish: error: DATA is empty (--allow-empty to publish "
-                      "it anyway)", file=sys.stderr)  # fmt: skip
-                return 2
             try:
                 with anyio.fail_after(write_deadline(args)):
                     if args.action == "publish":
                         name = await store.publish(data, key=args.key)
                     else:
-                        version = int(args.version) if args.version.isdigit() else args.version
-                        name = await store.rollback(version)
+                        name = await store.rollback(args.version)
             except TimeoutError:
                 again = "publish again with the same --key" if args.key else "check `history`"
-                print(f"aiocoord config {args.action}: error: ZooKeeper did not answer within "
-                      f"{write_deadline(args):g}s: the {args.action} may or may not have been "
-                      f"applied ({again})", file=sys.stderr)  # fmt: skip
-                return 1
-            print(name)
+                raise CommandError(f"ZooKeeper did not answer within {write_deadline(args):g}s: "
+                                   f"the {args.action} may or may not have been applied",
+                                   hint=again) from None  # fmt: skip
+            except aiocoord.NoNode as exc:
+                if args.action == "publish":
+                    raise
+                raise CommandError(
+                    f"no version {args.version} at {args.path}",
+                    hint="`aiocoord config history` lists them",
+                ) from exc
+            if args.json:
+                print_json({"version": name})
+            else:
+                print(name)
         elif args.action == "current":
             current = await store.current()
             if current is None:
-                print(f"nothing published at {args.path}", file=sys.stderr)
-                return 1
+                raise CommandError(f"nothing published at {args.path}")
             if args.json:
                 line = {
                     "version": current.name,
@@ -182,8 +225,9 @@ async def _config(args: argparse.Namespace) -> int:
 
 
 def config_main(args: argparse.Namespace) -> int:
-    try:
-        return aiocoord.run(_config, args) or 0
-    except (ValueError, OSError, aiocoord.CoordError) as exc:
-        print(f"aiocoord config {args.action}: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
+    data = b""
+    if args.action == "publish":
+        data = read_data_argument(args.data)
+        if not data.strip() and not args.allow_empty:
+            raise UsageError("DATA is empty", hint="--allow-empty publishes it anyway")
+    return aiocoord.run(_config, args, data) or 0

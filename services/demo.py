@@ -40,6 +40,7 @@ import aiocoord
 from aiocoord import Client
 from aiocoord.testing import ZooKeeperEnsemble, ZooKeeperNotFound, free_port
 
+from .common import log_level, zk_hosts
 from .status_cmd import four_letter
 
 log = logging.getLogger("aiocoord.demo")
@@ -61,6 +62,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     demo.add_argument(
         "--zk",
         metavar="HOSTS",
+        type=zk_hosts,
         default=None,
         help="use this ZooKeeper instead of starting an ensemble (the member-kill step is then "
         f"skipped; {NAMESPACE} is deleted first)",
@@ -337,7 +339,7 @@ def run_demo(args: argparse.Namespace) -> int:
             return 2
         print(f"    ok in {time.perf_counter() - started:.2f}s  {ensemble.hosts}", flush=True)
     hosts = args.zk or (ensemble.hosts if ensemble else "")
-    if args.log_level == "INFO":  # the steps say what happens; the services log to files
+    if log_level(args) == "INFO":  # the steps say what happens; the services log to files
         logging.getLogger("aiocoord").setLevel(logging.WARNING)
     demo = Demo(hosts, ensemble, Services(hosts, logs))
     failed: str | None = None

@@ -2,10 +2,10 @@
 
 The node (e.g. ``/app/business/config``) holds ``{"url", "commitId", "relativePath"}``. On every
 change the deployer clones (into a temporary directory, moved into place once checked out) or
-fetches ``url`` into ``ROOT/relativePath``, checks out ``commitId`` detached, and verifies HEAD.
+fetches ``url`` into ``DIR/relativePath``, checks out ``commitId`` detached, and verifies HEAD.
 It reports to ``<node>-status/<host-id>`` (version = the commit checked out there).
 
-Bad input (invalid JSON, a missing field, a ``relativePath`` outside ROOT, a commit that is not
+Bad input (invalid JSON, a missing field, a ``relativePath`` outside DIR, a commit that is not
 in the repository, a failing git) is logged and reported; the previous checkout is untouched and
 the deployer keeps watching.
 """
@@ -27,7 +27,17 @@ import anyio
 import aiocoord
 from aiocoord.transport import codec
 
-from .common import StatusReporter, add_session_options, run_service, session
+from .common import (
+    CommandError,
+    StatusReporter,
+    add_id_option,
+    add_option,
+    add_path_option,
+    add_session_options,
+    description,
+    run_service,
+    session,
+)
 from .metrics import serving
 
 log = logging.getLogger("aiocoord.deploy")
@@ -40,14 +50,18 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p = sub.add_parser(
         "deploy",
         help="check out the commit a watched znode names, on every change",
-        description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
+        description=description(__doc__),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_session_options(p)
-    p.add_argument("--node", required=True, help="the watched znode, e.g. /app/business/config")
-    p.add_argument("--root", required=True, type=Path, help="checkouts go under this directory")
-    p.add_argument("--id", default=None, help="host id for the status node (default: hostname)")
-    p.add_argument("--git-timeout", type=float, default=300.0, metavar="SECONDS", help="(300)")
+    add_path_option(p, "the watched znode, e.g. /app/business/config", aliases=["--node"])
+    add_option(p, "--dir", aliases=["--root"], required=True, type=Path, metavar="DIR",
+               help="checkouts go under DIR (DIR/relativePath)")  # fmt: skip
+    add_id_option(p, "this host's name in the status node (default: the hostname)")
+    p.add_argument(
+        "--git-timeout", type=float, default=300.0, metavar="SECONDS",
+        help="a git command running longer fails the deployment (default 300)",
+    )  # fmt: skip
     p.set_defaults(func=main)
 
 
@@ -152,18 +166,18 @@ async def deploy(root: Path, deployment: Deployment) -> str:
 
 async def _run(args: argparse.Namespace) -> None:
     host_id = args.id or socket.gethostname()
-    root: Path = args.root
+    root: Path = args.dir
     async with (
         session(args) as zk,
         serving(args, "deploy", zk) as metrics,
     ):
-        board = aiocoord.StatusBoard(zk, f"{args.node.rstrip('/')}-status")
+        board = aiocoord.StatusBoard(zk, f"{args.path.rstrip('/')}-status")
         status = StatusReporter(zk, board, host_id, metrics)
         running: str | None = None  # the commit we checked out last
 
-        async with anyio.create_task_group() as tg, aiocoord.watch_node(zk, args.node) as feed:
+        async with anyio.create_task_group() as tg, aiocoord.watch_node(zk, args.path) as feed:
             tg.start_soon(status.keep)
-            log.info("%s: deploying what %s names under %s", host_id, args.node, root)
+            log.info("%s: deploying what %s names under %s", host_id, args.path, root)
             async for version in feed:
                 try:
                     deployment = parse_deployment(version.data)
@@ -185,7 +199,6 @@ async def _run(args: argparse.Namespace) -> None:
 
 def main(args: argparse.Namespace) -> int:
     if shutil.which("git") is None:
-        log.error("git is not installed")
-        return 2
-    args.root.mkdir(parents=True, exist_ok=True)
+        raise CommandError("git is not installed", hint="apt-get install git")
+    args.dir.mkdir(parents=True, exist_ok=True)
     return run_service(log, _run, args)

@@ -10,9 +10,18 @@ from typing import Any
 import anyio
 
 import aiocoord
-from aiocoord.transport import codec
 
-from .common import add_session_options, print_json, run_service, session
+from .common import (
+    add_id_option,
+    add_json_option,
+    add_path_option,
+    add_session_options,
+    arg_type,
+    json_value,
+    print_json,
+    run_service,
+    session,
+)
 from .metrics import serving
 
 log = logging.getLogger("aiocoord.discovery")
@@ -27,20 +36,44 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "Re-registered after a lost session; removed on SIGTERM.",
     )
     add_session_options(r)
-    r.add_argument("--service", required=True, help="service name (no '/')")
-    r.add_argument("--address", required=True, help="address clients should connect to")
-    r.add_argument("--port", required=True, type=int)
-    r.add_argument("--id", default=None, help="instance id (default ADDRESS:PORT)")
-    r.add_argument("--base", default="/services", help="registry root (default /services)")
-    r.add_argument("--payload", default=None, metavar="JSON", help="extra JSON for clients")
-    r.add_argument("--weight", type=float, default=1.0, help="for weighted picks (1)")
+    _add_service_options(r)
     r.add_argument(
-        "--check", default=None, metavar="SPEC", help="tcp://HOST:PORT, http(s)://URL or cmd:CMD"
+        "--address", required=True, metavar="HOST",
+        help="the address clients should connect to",
+    )  # fmt: skip
+    r.add_argument(
+        "--port", required=True, type=int, metavar="PORT", help="the port clients should use"
     )
-    r.add_argument("--interval", type=float, default=5.0, metavar="SECONDS", help="(5)")
-    r.add_argument("--check-timeout", type=float, default=2.0, metavar="SECONDS", help="(2)")
-    r.add_argument("--fall", type=int, default=3, help="failures before deregistering (3)")
-    r.add_argument("--rise", type=int, default=2, help="successes before registering again (2)")
+    add_id_option(r, "this instance's id, the name of its node (default HOST:PORT)")
+    r.add_argument(
+        "--payload", default=None, metavar="JSON", type=json_value,
+        help="extra JSON for clients (a value stored with the instance)",
+    )  # fmt: skip
+    r.add_argument(
+        "--weight", type=float, default=1.0, metavar="W",
+        help="relative weight for weighted picks (default 1)",
+    )  # fmt: skip
+    r.add_argument(
+        "--check", default=None, metavar="SPEC", type=arg_type(aiocoord.parse_check),
+        help="health check: tcp://HOST:PORT, http(s)://URL or cmd:CMD (default: none, always "
+        "registered)",
+    )  # fmt: skip
+    r.add_argument(
+        "--interval", type=float, default=5.0, metavar="SECONDS",
+        help="time between health checks (default 5)",
+    )  # fmt: skip
+    r.add_argument(
+        "--check-timeout", type=float, default=2.0, metavar="SECONDS",
+        help="a health check taking longer fails (default 2)",
+    )  # fmt: skip
+    r.add_argument(
+        "--fall", type=int, default=3, metavar="N",
+        help="failed checks in a row before deregistering (default 3)",
+    )  # fmt: skip
+    r.add_argument(
+        "--rise", type=int, default=2, metavar="N",
+        help="passed checks in a row before registering again (default 2)",
+    )  # fmt: skip
     r.set_defaults(func=register_main)
 
     d = sub.add_parser(
@@ -50,10 +83,18 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         'each change as {"event": "added"|"removed"|"updated", "instance": {...}} until stopped.',
     )
     add_session_options(d, one_shot=True)
-    d.add_argument("--service", required=True)
-    d.add_argument("--base", default="/services", help="registry root (default /services)")
-    d.add_argument("--watch", action="store_true", help="keep printing changes")
+    _add_service_options(d)
+    d.add_argument("--watch", action="store_true", help="keep printing changes until stopped")
+    add_json_option(d, "print JSON lines (always: accepted for scripts that pass it everywhere)")
     d.set_defaults(func=discover_main)
+
+
+def _add_service_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--service", required=True, metavar="NAME", help="the service's name (no '/')"
+    )
+    add_path_option(parser, "the registry path (default /services)", aliases=["--base"],
+                    required=False, default="/services")  # fmt: skip
 
 
 def _instance_json(instance: aiocoord.ServiceInstance) -> dict[str, Any]:
@@ -70,16 +111,14 @@ def _instance_json(instance: aiocoord.ServiceInstance) -> dict[str, Any]:
 
 
 async def _register(args: argparse.Namespace) -> None:
-    check = aiocoord.parse_check(args.check) if args.check else None
-    payload = codec.loads(args.payload, what="--payload") if args.payload else None
     async with (
         session(args) as zk,
         serving(args, "register", zk) as metrics,
     ):
-        registry = aiocoord.ServiceRegistry(zk, args.base)
+        registry = aiocoord.ServiceRegistry(zk, args.path)
         async with registry.register(
-            args.service, args.address, args.port, instance_id=args.id, payload=payload,
-            weight=args.weight, check=check, interval=args.interval,
+            args.service, args.address, args.port, instance_id=args.id, payload=args.payload,
+            weight=args.weight, check=args.check, interval=args.interval,
             check_timeout=args.check_timeout, fall=args.fall, rise=args.rise,
         ) as registration:  # fmt: skip
             state = "registered" if registration.registered else "waiting for a passing check"
@@ -97,7 +136,7 @@ async def _register(args: argparse.Namespace) -> None:
 
 
 def register_main(args: argparse.Namespace) -> int:
-    return run_service(log, _register, args, errors=(ValueError, aiocoord.CoordError))
+    return run_service(log, _register, args)
 
 
 async def _discover(args: argparse.Namespace) -> None:
@@ -105,7 +144,7 @@ async def _discover(args: argparse.Namespace) -> None:
         session(args) as zk,
         serving(args, "discover", zk) as metrics,
     ):
-        registry = aiocoord.ServiceRegistry(zk, args.base)
+        registry = aiocoord.ServiceRegistry(zk, args.path)
         if not args.watch:
             for instance in await registry.instances(args.service):
                 print_json(_instance_json(instance))
@@ -123,6 +162,5 @@ async def _discover(args: argparse.Namespace) -> None:
 
 
 def discover_main(args: argparse.Namespace) -> int:
-    return run_service(
-        log, _discover, args, errors=(ValueError, aiocoord.CoordError), say_stopped=False
-    )
+    aiocoord.run(_discover, args)
+    return 0

@@ -51,7 +51,15 @@ import anyio
 
 import aiocoord
 
-from .common import add_session_options, session
+from .common import (
+    CommandError,
+    UsageError,
+    add_id_option,
+    add_path_option,
+    add_session_options,
+    description,
+    session,
+)
 from .metrics import Metrics, leading, serving
 from .reaper import SCRIPT, group_alive, signal_group
 
@@ -66,7 +74,7 @@ _POLL = 0.05  # how often a stopping group is looked at
 _REAP_LIMIT = 5.0  # how long a killed CMD may take to be reaped
 
 
-class ElectError(Exception):
+class ElectError(CommandError):
     """Ends the runner with a one-line error and exit status 1."""
 
 
@@ -74,14 +82,17 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p = sub.add_parser(
         "elect",
         help="run a command only while this process leads an election",
-        description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
+        description=description(__doc__),
         formatter_class=argparse.RawDescriptionHelpFormatter,
         usage="%(prog)s --path P [options] -- CMD [ARGS...]",
     )
     add_session_options(p)
-    p.add_argument("--path", required=True, help="election znode path")
-    p.add_argument("--leaders", type=int, default=1, metavar="N", help="leaders at once (1)")
-    p.add_argument("--identity", default=None, help="stored in the candidate node (hostname:pid)")
+    add_path_option(p, "the election path; candidates are <path>/worker<seq>")
+    p.add_argument(
+        "--leaders", type=int, default=1, metavar="N",
+        help="how many candidates lead (and run CMD) at once (default 1)",
+    )  # fmt: skip
+    add_id_option(p, "this runner's name in its candidate node (default hostname:pid)")
     p.add_argument(
         "--grace",
         type=float,
@@ -115,7 +126,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         metavar="SECONDS",
         help="longest wait before contending again after CMD exited (60)",
     )
-    p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD ARGS...")
+    p.add_argument(
+        "cmd", nargs=argparse.REMAINDER, metavar="-- CMD ARGS...",
+        help="the command to run while leading, after --",
+    )  # fmt: skip
     p.set_defaults(func=main)
 
 
@@ -265,7 +279,7 @@ class Runner:
 
 
 async def _run(args: argparse.Namespace, cmd: list[str]) -> int:
-    identity = args.identity or f"{os.uname().nodename}:{os.getpid()}"
+    identity = args.id or f"{os.uname().nodename}:{os.getpid()}"
     async with (
         reaper() as reaper_,
         session(args) as zk,
@@ -327,15 +341,9 @@ def main(args: argparse.Namespace) -> int:
     if cmd and cmd[0] == "--":
         cmd = cmd[1:]
     if not cmd:
-        print("aiocoord elect: no command given (put it after --)", file=sys.stderr)
-        return 2
+        raise UsageError("no command given", hint="put it after --")
     if shutil.which(cmd[0]) is None:
-        print(f"aiocoord elect: error: command not found: {cmd[0]}", file=sys.stderr)
-        return 127
-    try:
-        status = aiocoord.run(_run, args, cmd)
-    except (aiocoord.ConnectError, ElectError) as exc:
-        print(f"aiocoord elect: error: {exc}", file=sys.stderr)
-        return 1
+        raise CommandError(f"command not found: {cmd[0]}", status=127)
+    status = aiocoord.run(_run, args, cmd)
     log.info("stopped")
     return 0 if status is None else status

@@ -165,8 +165,9 @@ def add_metrics_option(parser: argparse.ArgumentParser) -> None:
         help="serve Prometheus metrics on http://HOST:PORT/metrics (HOST from --metrics-host)",
     )  # fmt: skip
     parser.add_argument(
-        "--metrics-host", default="127.0.0.1", metavar="HOST", help="(default 127.0.0.1)"
-    )
+        "--metrics-host", default="127.0.0.1", metavar="HOST",
+        help="the address the metrics endpoint listens on (default 127.0.0.1)",
+    )  # fmt: skip
 
 
 @contextlib.asynccontextmanager

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import logging
 import re
-import socket
 from collections import deque
 from typing import Any
 
@@ -21,7 +20,14 @@ import anyio
 import aiocoord
 from aiocoord.transport.client import parse_hosts
 
-from .common import add_session_options, print_json, session
+from .common import (
+    add_json_option,
+    add_session_options,
+    description,
+    print_json,
+    session,
+    znode_path,
+)
 
 log = logging.getLogger("aiocoord.status")
 _CANDIDATE = re.compile(r"^(?!conf-|task-|error-)[^/]*\d{10}$")
@@ -33,13 +39,22 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p = sub.add_parser(
         "status",
         help="operator overview: ensemble, elections, config, services, tasks",
-        description=__doc__.split("\n\n", 1)[0] if __doc__ else None,
+        description=description(__doc__, lead=True),
     )
     add_session_options(p, one_shot=True)
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--services", default="/services", metavar="BASE", help="(/services)")
-    p.add_argument("--tasks", default="/rpc", metavar="ROOT", help="task tree root (/rpc)")
-    p.add_argument("--max-nodes", type=int, default=5000, help="tree walk bound (5000)")
+    add_json_option(p, "print one JSON object")
+    p.add_argument(
+        "--services", default="/services", metavar="PATH", type=znode_path,
+        help="the service registry path (default /services)",
+    )  # fmt: skip
+    p.add_argument(
+        "--tasks", default="/rpc", metavar="PATH", type=znode_path,
+        help="the task tree path (default /rpc)",
+    )  # fmt: skip
+    p.add_argument(
+        "--max-nodes", type=int, default=5000, metavar="N",
+        help="znodes the walk for elections and config stores visits at most (default 5000)",
+    )  # fmt: skip
     p.set_defaults(func=main)
 
 
@@ -208,9 +223,5 @@ async def _status(args: argparse.Namespace) -> int:
 
 
 def main(args: argparse.Namespace) -> int:
-    try:
-        code = aiocoord.run(_status, args)
-    except (ValueError, aiocoord.CoordError, socket.gaierror) as exc:
-        log.error("%s", exc)
-        return 1
+    code = aiocoord.run(_status, args)
     return 1 if code is None else code

@@ -16,6 +16,11 @@ import anyio
 import aiocoord
 
 from .common import (
+    CommandError,
+    UsageError,
+    add_id_option,
+    add_json_option,
+    add_path_option,
     add_session_options,
     print_json,
     read_data_argument,
@@ -32,44 +37,51 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     d = sub.add_parser(
         "dispatcher",
         help="the task dispatcher (one active, the others standby)",
-        description="Contend for <root>/master; while active, assign pending tasks to live "
+        description="Contend for <path>/master; while active, assign pending tasks to live "
         "workers by free capacity, move the tasks of lost workers, retry failed tasks up to "
         "--max-attempts after a growing delay (then mark them dead), delete finished tasks "
         "after --retention.",
     )
     add_session_options(d)
     _add_root(d)
-    d.add_argument("--identity", default=None, help="stored in <root>/master (default host:pid)")
-    d.add_argument("--max-attempts", type=int, default=3, help="attempts before dead (3)")
+    add_id_option(d, "this dispatcher's name, stored in <path>/master (default host:pid)")
+    d.add_argument(
+        "--max-attempts", type=int, default=3, metavar="N",
+        help="attempts of a task before it is marked dead (default 3)",
+    )  # fmt: skip
     d.add_argument(
         "--retention", type=float, default=3600.0, metavar="SECONDS",
-        help="keep finished tasks this long (3600)",
+        help="finished tasks are deleted after SECONDS (default 3600)",
     )  # fmt: skip
     d.add_argument(
         "--retry-delay", type=float, default=1.0, metavar="SECONDS",
         help="a failed task waits this long before its next attempt, doubled after each "
-        "further failure (1)",
+        "further failure (default 1)",
     )  # fmt: skip
     d.add_argument(
         "--max-retry-delay", type=float, default=60.0, metavar="SECONDS",
-        help="the longest retry delay (60)",
+        help="the longest retry delay (default 60)",
     )  # fmt: skip
     d.set_defaults(func=dispatcher_main)
 
     w = sub.add_parser(
         "worker",
         help="execute tasks",
-        description="Register <root>/workers/<id> and run the tasks assigned to it, up to "
+        description="Register <path>/workers/<id> and run the tasks assigned to it, up to "
         "--concurrency at once. With no --handler the result is the payload itself (echo). "
         "SIGTERM: stop taking tasks, finish running ones within --grace, return the rest.",
     )
     add_session_options(w)
     _add_root(w)
-    w.add_argument("--id", default=None, help="worker id (default host-pid)")
-    w.add_argument("--concurrency", type=int, default=4, help="tasks at once (4)")
+    add_id_option(w, "this worker's id, the name of its node (default host-pid)")
+    w.add_argument(
+        "--concurrency", type=int, default=4, metavar="N",
+        help="tasks run at once (default 4)",
+    )  # fmt: skip
     w.add_argument(
         "--handler", default=None, metavar="MODULE:FUNCTION",
-        help="async def FUNCTION(task: aiocoord.Task) -> bytes",
+        help="runs each task: async def FUNCTION(task: aiocoord.Task) -> bytes, or a plain "
+        "function (run in a thread); default: echo the payload",
     )  # fmt: skip
     w.add_argument(
         "--shell", action="store_true",
@@ -78,7 +90,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     )  # fmt: skip
     w.add_argument(
         "--grace", type=float, default=30.0, metavar="SECONDS",
-        help="on SIGTERM, time running tasks get to finish (30)",
+        help="on SIGTERM, time running tasks get to finish (default 30)",
     )  # fmt: skip
     w.set_defaults(func=worker_main)
 
@@ -91,7 +103,11 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     add_session_options(s, one_shot=True)
     _add_root(s)
     s.add_argument("--wait", action="store_true", help="wait for the result and print it")
-    s.add_argument("--timeout", type=float, default=None, metavar="SECONDS", help="for --wait")
+    s.add_argument(
+        "--timeout", type=float, default=None, metavar="SECONDS",
+        help="with --wait: give up (exit 1) after SECONDS (default: wait)",
+    )  # fmt: skip
+    add_json_option(s, 'print {"id": TASK} (with --wait {"id", "result"}, the result as text)')
     s.add_argument("data", metavar="DATA", help="the payload; - reads stdin, @FILE a file")
     s.set_defaults(func=submit_main)
 
@@ -103,20 +119,21 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     )
     add_session_options(t, one_shot=True)
     _add_root(t)
-    t.add_argument("--json", action="store_true", help="print JSON")
+    add_json_option(t, "print one JSON object: counts by state, or each TASK's state")
     t.add_argument("task_ids", nargs="*", metavar="TASK", help="task ids (task-NNNNNNNNNN)")
     t.set_defaults(func=tasks_main)
 
 
 def _add_root(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--root", default="/rpc", help="task tree root (default /rpc)")
+    add_path_option(parser, "the task tree path (default /rpc)", aliases=["--root"],
+                    required=False, default="/rpc")  # fmt: skip
 
 
 # -- dispatcher --------------------------------------------------------------------------------
 async def _dispatch(args: argparse.Namespace) -> None:
     async with session(args) as zk, serving(args, "dispatcher", zk) as metrics:
         dispatcher = aiocoord.Dispatcher(
-            zk, args.root, identity=args.identity, max_attempts=args.max_attempts,
+            zk, args.path, identity=args.id, max_attempts=args.max_attempts,
             retention=args.retention, retry_delay=args.retry_delay,
             max_retry_delay=args.max_retry_delay,
         )  # fmt: skip
@@ -134,7 +151,7 @@ async def _dispatch(args: argparse.Namespace) -> None:
 
 
 def dispatcher_main(args: argparse.Namespace) -> int:
-    return run_service(log, _dispatch, args, errors=(ValueError, aiocoord.CoordError))
+    return run_service(log, _dispatch, args)
 
 
 # -- worker ------------------------------------------------------------------------------------
@@ -186,7 +203,7 @@ async def _work(args: argparse.Namespace, handler: aiocoord.TaskHandler) -> None
                 metrics.observe("aiocoord_task_seconds", time.perf_counter() - started)
 
         worker = aiocoord.Worker(
-            zk, timed, args.root, worker_id=args.id, concurrency=args.concurrency,
+            zk, timed, args.path, worker_id=args.id, concurrency=args.concurrency,
             grace=args.grace,
         )  # fmt: skip
         metrics.describe("aiocoord_worker_tasks_total", "counter",
@@ -198,16 +215,15 @@ async def _work(args: argparse.Namespace, handler: aiocoord.TaskHandler) -> None
 
 
 def worker_main(args: argparse.Namespace) -> int:
+    if args.handler and args.shell:
+        raise UsageError("--handler and --shell exclude each other")
     try:
-        if args.handler and args.shell:
-            raise ValueError("--handler and --shell exclude each other")
         handler = shell if args.shell else load_handler(args.handler) if args.handler else echo
-        if args.shell:
-            log.warning("--shell: task payloads run as shell commands on this host")
     except ValueError as exc:
-        log.error("%s", exc)
-        return 2
-    return run_service(log, _work, args, handler, errors=(ValueError, aiocoord.CoordError))
+        raise UsageError(str(exc)) from exc
+    if args.shell:
+        log.warning("--shell: task payloads run as shell commands on this host")
+    return run_service(log, _work, args, handler)
 
 
 # -- submit / tasks ----------------------------------------------------------------------------
@@ -215,25 +231,30 @@ async def _submit(args: argparse.Namespace, payload: bytes) -> int:
     async with session(args) as zk:
         try:
             with anyio.fail_after(write_deadline(args)):
-                handle = await aiocoord.TaskQueue(zk, args.root).submit(payload)
+                handle = await aiocoord.TaskQueue(zk, args.path).submit(payload)
         except TimeoutError:
-            log.error("ZooKeeper did not answer within %gs: the task may or may not be queued "
-                      "(see `aiocoord tasks`)", write_deadline(args))  # fmt: skip
-            return 1
+            raise CommandError(f"ZooKeeper did not answer within {write_deadline(args):g}s: "
+                               "the task may or may not be queued",
+                               hint="see `aiocoord tasks`") from None  # fmt: skip
         if not args.wait:
-            print(handle.id)
+            if args.json:
+                print_json({"id": handle.id})
+            else:
+                print(handle.id)
             return 0
         print(handle.id, file=sys.stderr)
         try:
             with anyio.fail_after(args.timeout if args.timeout is not None else float("inf")):
                 result = await handle.result()
         except TimeoutError:
-            log.error("%s: no result within %ss (still %s)", handle.id, args.timeout,
-                      (await handle.status()).label)  # fmt: skip
-            return 1
+            state = (await handle.status()).label
+            raise CommandError(f"{handle.id}: no result within {args.timeout:g}s "
+                               f"(still {state})") from None  # fmt: skip
         except aiocoord.TaskFailed as exc:
-            log.error("%s", exc)
-            return 1
+            raise CommandError(str(exc)) from exc
+        if args.json:
+            print_json({"id": handle.id, "result": result.decode(errors="replace")})
+            return 0
         sys.stdout.buffer.write(result)
         if result and not result.endswith(b"\n") and sys.stdout.isatty():
             sys.stdout.write("\n")
@@ -242,18 +263,13 @@ async def _submit(args: argparse.Namespace, payload: bytes) -> int:
 
 
 def submit_main(args: argparse.Namespace) -> int:
-    payload = read_data_argument(args.data)
-    try:
-        code = aiocoord.run(_submit, args, payload)
-    except (ValueError, aiocoord.CoordError) as exc:
-        log.error("%s", exc)
-        return 1
+    code = aiocoord.run(_submit, args, read_data_argument(args.data))
     return 1 if code is None else code
 
 
 async def _tasks(args: argparse.Namespace) -> int:
     async with session(args) as zk:
-        queue = aiocoord.TaskQueue(zk, args.root)
+        queue = aiocoord.TaskQueue(zk, args.path)
         if args.task_ids:
             states: dict[str, Any] = {}
             for task_id in args.task_ids:
@@ -277,9 +293,5 @@ async def _tasks(args: argparse.Namespace) -> int:
 
 
 def tasks_main(args: argparse.Namespace) -> int:
-    try:
-        code = aiocoord.run(_tasks, args)
-    except (ValueError, aiocoord.CoordError) as exc:
-        log.error("%s", exc)
-        return 1
+    code = aiocoord.run(_tasks, args)
     return 1 if code is None else code

@@ -3,15 +3,18 @@
 from .faults import TcpProxy, expire_session
 from .scripted import ScriptedServer, reply_frame
 from .zookeeper import (
+    PortInUse,
     ZooKeeperEnsemble,
     ZooKeeperNotFound,
     ZooKeeperServer,
     find_classpath,
     four_letter_word,
     free_port,
+    port_in_use,
 )
 
 __all__ = [
+    "PortInUse",
     "ScriptedServer",
     "TcpProxy",
     "ZooKeeperEnsemble",
@@ -21,5 +24,6 @@ __all__ = [
     "find_classpath",
     "four_letter_word",
     "free_port",
+    "port_in_use",
     "reply_frame",
 ]

@@ -24,12 +24,14 @@ from types import TracebackType
 from typing import Self
 
 __all__ = [
+    "PortInUse",
     "ZooKeeperEnsemble",
     "ZooKeeperNotFound",
     "ZooKeeperServer",
     "find_classpath",
     "four_letter_word",
     "free_port",
+    "port_in_use",
 ]
 
 log = logging.getLogger("aiocoord.testing")
@@ -44,6 +46,11 @@ _JAR_CANDIDATES = (
 
 class ZooKeeperNotFound(RuntimeError):
     """No ZooKeeper jar or no java on this machine (``make setup`` installs them)."""
+
+
+class PortInUse(RuntimeError):
+    """A ZooKeeper's client port is taken by another program: the server is not started (its
+    JVM would die, while the other program answered the readiness probe)."""
 
 
 def find_classpath() -> str:
@@ -80,6 +87,18 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether a program listens on (or holds) ``host:port``. SO_REUSEADDR as ZooKeeper binds:
+    connections of a stopped server lingering in TIME_WAIT do not count."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return True
+        return False
 
 
 def four_letter_word(host: str, port: int, word: str, timeout: float = 2.0) -> str:
@@ -152,6 +171,8 @@ class _Process:
     def start(self) -> None:
         if self.running:
             return
+        if port_in_use(self.client_port):
+            raise PortInUse(f"port {self.client_port} is already in use (by another program)")
         cmd = [
             _java(),
             f"-Xmx{self.heap_mb}m",
@@ -248,6 +269,31 @@ class _Process:
             else:
                 entry.unlink()
 
+    def mode(self) -> str | None:
+        """The Mode ``srvr`` gives on this process's client port (standalone, leader,
+        follower), or None when this process does not serve: the answer counts only when
+        it comes from this JVM (``conf`` names its data directory), not from another server
+        that took the port."""
+        if not self.running or self.paused:
+            return None
+        mode = _mode("127.0.0.1", self.client_port)
+        if mode is None or not self.answers():
+            return None
+        return mode
+
+    def answers(self) -> bool:
+        """Whether the server on the client port is this process (its ``conf`` names our
+        data directory)."""
+        try:
+            conf = four_letter_word("127.0.0.1", self.client_port, "conf", timeout=1.0)
+        except OSError:
+            return False
+        for line in conf.splitlines():
+            key, _, value = line.partition("=")
+            if key.strip() == "dataDir":
+                return Path(value.strip()).parent == self.data_dir
+        return False
+
     def isro(self) -> str | None:
         """The ``isro`` four-letter word: ``"ro"`` (read-only server), ``"rw"``, ``"null"``
         (no server running inside the JVM, e.g. during an election) or None if unreachable."""
@@ -343,7 +389,7 @@ class ZooKeeperServer:
         while time.monotonic() < deadline:
             if not self._proc.running:
                 raise RuntimeError(f"ZooKeeper exited during start-up:\n{self._proc.log_tail()}")
-            if _mode("127.0.0.1", self.port) is not None:
+            if self._proc.mode() is not None:
                 return
             time.sleep(0.05)
         raise TimeoutError(
@@ -501,7 +547,9 @@ class ZooKeeperEnsemble:
                 else [i for i, m in enumerate(self.members) if m.running]
             )
             modes = self.modes()
-            if all(modes[i] in ("leader", "follower") for i in want):
+            if all(modes[i] in ("leader", "follower") for i in want) and all(
+                self.members[i].answers() for i in want
+            ):
                 return
             for i in want:
                 if not self.members[i].running:
