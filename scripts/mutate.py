@@ -771,8 +771,8 @@ M = [
     (
         "config publish CLI publishes empty data",
         "services/config_cmd.py",
-        '            if args.action == "publish" and not data.strip() and not args.allow_empty:',
-        "            if False:",
+        "        if not data.strip() and not args.allow_empty:",
+        "        if False:",
         [S + "test_config_services.py::test_trigger_and_config_commands"],
     ),
     (
@@ -1064,6 +1064,169 @@ M = [
         "        while not self._closed:",
         "        while True:",
         [R + "test_session_primitives.py::test_close_ends_the_waits_newer_value_or_not"],
+    ),
+    (
+        'no central report',
+        'services/cli.py',
+        '    except Exception as exc:\n        return report(args.prog, exc)\n',
+        '',
+        [
+            S + 'test_cli_contract.py::test_an_unreachable_zookeeper_is_one_line_exit_1',
+        ],
+    ),
+    (
+        'argparse multi-line usage errors',
+        'services/common.py',
+        '        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\\n")',
+        '        super().error(message)',
+        [
+            S + 'test_cli_contract.py::test_a_usage_error_is_one_line_exit_2_before_any_session',
+        ],
+    ),
+    (
+        'path not validated',
+        'services/common.py',
+        '               type=znode_path, metavar="PATH", help=help)',
+        '               metavar="PATH", help=help)',
+        [
+            S + 'test_cli_contract.py::test_a_usage_error_is_one_line_exit_2_before_any_session[bad path]',
+        ],
+    ),
+    (
+        'zk not validated',
+        'services/common.py',
+        '        type=zk_hosts,\n        default=os.environ.get("AIOCOORD_ZK"',
+        '        default=os.environ.get("AIOCOORD_ZK"',
+        [
+            S + 'test_cli_contract.py::test_a_usage_error_is_one_line_exit_2_before_any_session[bad --zk]',
+        ],
+    ),
+    (
+        '@file error not usage',
+        'services/common.py',
+        '            raise UsageError(f"cannot read {value}: {exc.strerror or exc}") from exc',
+        '            raise',
+        [
+            S + 'test_cli_contract.py::test_a_usage_error_is_one_line_exit_2_before_any_session[missing @file]',
+        ],
+    ),
+    (
+        'no port check',
+        'aiocoord/testing/zookeeper.py',
+        '        if port_in_use(self.client_port):\n            raise PortInUse',
+        '        if False:\n            raise PortInUse',
+        [
+            S + 'test_cli_contract.py::test_zk_start_refuses_a_taken_port',
+            S + 'test_cli_contract.py::test_the_launcher_refuses_a_taken_port',
+        ],
+    ),
+    (
+        'no identity check',
+        'aiocoord/testing/zookeeper.py',
+        '        if mode is None or not self.answers():',
+        '        if mode is None:',
+        [
+            S + 'test_cli_contract.py::test_the_launcher_trusts_only_its_own_server',
+        ],
+    ),
+    (
+        'one-shot not quiet',
+        'services/common.py',
+        '    if one_shot:\n        parser.set_defaults(default_log_level="WARNING")\n',
+        '',
+        [
+            S + 'test_cli_contract.py::test_log_level_anywhere_in_any_case_iso_timestamps_json_logs',
+        ],
+    ),
+    (
+        'log level case-sensitive',
+        'services/common.py',
+        '        type=str.upper,\n        choices=LOG_LEVELS,',
+        '        choices=LOG_LEVELS,',
+        [
+            S + 'test_cli_contract.py::test_log_level_anywhere_in_any_case_iso_timestamps_json_logs',
+        ],
+    ),
+    (
+        'log level only on leaves',
+        'services/cli.py',
+        '    for each in parsers(parser):\n        add_log_options(each)',
+        '    for each in list(parsers(parser))[1:]:\n        add_log_options(each)',
+        [
+            S + 'test_cli_contract.py::test_log_level_anywhere_in_any_case_iso_timestamps_json_logs',
+        ],
+    ),
+    (
+        'HH:MM:SS timestamps',
+        'services/common.py',
+        '        return _timestamp(record)',
+        '        return super().formatTime(record, "%H:%M:%S")',
+        [
+            S + 'test_cli_contract.py::test_log_level_anywhere_in_any_case_iso_timestamps_json_logs',
+        ],
+    ),
+    (
+        'aliases shown',
+        'services/common.py',
+        '        parser.add_argument(alias, dest=action.dest, help=argparse.SUPPRESS, **hidden)',
+        '        parser.add_argument(alias, dest=action.dest, help="old", **hidden)',
+        [
+            S + 'test_cli_contract.py::test_old_spellings_stay_as_hidden_aliases',
+        ],
+    ),
+    (
+        'publish --json ignored',
+        'services/config_cmd.py',
+        '            if args.json:\n                print_json({"version": name})\n            else:\n                print(name)',
+        '            print(name)',
+        [
+            S + 'test_cli_contract.py::test_json_outputs_parse',
+        ],
+    ),
+    (
+        'no argcomplete hook',
+        'services/cli.py',
+        '    argcomplete.autocomplete(parser)\n',
+        '',
+        [
+            S + 'test_cli_contract.py::test_shell_completion_comes_from_argcomplete',
+        ],
+    ),
+    (
+        'no debug traceback',
+        'services/cli.py',
+        '    log.debug("%s failed", prog, exc_info=exc)\n',
+        '',
+        [
+            S + 'test_cli_contract.py::test_debug_level_shows_the_traceback_then_the_line',
+        ],
+    ),
+    (
+        'raw rst help',
+        'services/common.py',
+        '.replace("``", "")',
+        '.replace("`", "`")',
+        [
+            S + 'test_cli_contract.py::test_help_explains_every_option',
+        ],
+    ),
+    (
+        'connect hint missing',
+        'services/cli.py',
+        '        return str(exc), "is ZooKeeper running there? --zk HOSTS or $AIOCOORD_ZK", 1',
+        '        return str(exc), None, 1',
+        [
+            S + 'test_cli_contract.py::test_an_unreachable_zookeeper_is_one_line_exit_1[tasks]',
+        ],
+    ),
+    (
+        'unknown version raw',
+        'services/config_cmd.py',
+        '            except aiocoord.NoNode as exc:\n                if args.action == "publish":',
+        '            except aiocoord.NoNode as exc:\n                if True:',
+        [
+            S + 'test_cli_contract.py::test_an_unknown_version_is_one_line_exit_1',
+        ],
     ),
 ]
 

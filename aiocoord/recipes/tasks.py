@@ -108,6 +108,7 @@ from ..transport.errors import (
 )
 from ..transport.paths import validate_path
 from ..transport.types import (
+    EventType,
     Op,
     SessionEvent,
     SessionState,
@@ -981,8 +982,9 @@ class Dispatcher:
         except SessionExpired:
             log.warning("dispatcher %s: session expired; contending again", self.identity)
         if self._master_event is not None:
-            log.warning("dispatcher %s: term ended (%s on master)", self.identity,
-                        self._master_event.type.name)  # fmt: skip
+            what = "deleted" if self._master_event.type is EventType.NODE_DELETED else "changed"
+            log.warning("dispatcher %s: no longer active: the master node %s was %s",
+                        self.identity, self._paths.master, what)  # fmt: skip
 
     async def _dispatch(self) -> None:
         while True:
@@ -1111,7 +1113,11 @@ class Dispatcher:
         view = self._views.pop(worker, None)
         if view is None:
             return
-        log.warning("dispatcher: worker %s lost; moving its %d task(s)", worker, len(view.assigned))
+        if view.assigned:
+            log.warning("dispatcher: worker %s is gone with %d task(s); moving them", worker,
+                        len(view.assigned))  # fmt: skip
+        else:
+            log.info("dispatcher: worker %s left", worker)  # a graceful stop hands back first
         self._departed.add(worker)
         for task in sorted(view.assigned):
             self._redo.append(_Redo(task, worker, f"worker {worker} lost while running it"))
