@@ -8,7 +8,7 @@ import contextlib
 import logging
 import threading
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 from ..transport import jute
 from ..transport.client import Client
@@ -50,6 +50,8 @@ class TcpProxy:
         self._refusing = False
         self._writers: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._handlers: set[asyncio.Task[Any]] = set()
+        self._closing = False
 
     @classmethod
     def to(cls, hosts: str) -> TcpProxy:
@@ -79,13 +81,19 @@ class TcpProxy:
             _reset(writer)
             return
         self._writers.add(writer)  # closed by cut() and close() even while connecting upstream
+        handler = asyncio.current_task()
+        assert handler is not None
+        self._handlers.add(handler)  # close() waits for it: never cancelled mid-connect (leak)
         try:
             up_reader, up_writer = await asyncio.open_connection(*self.target)
         except OSError:
             _reset(writer)
             self._writers.discard(writer)
             return
-        if writer.transport.is_closing():  # cut or closed meanwhile
+        finally:
+            self._handlers.discard(handler)
+        if writer.transport.is_closing() or self._closing:  # cut or closed meanwhile
+            _reset(writer)
             _reset(up_writer)
             return
         self._writers.update((writer, up_writer))
@@ -207,8 +215,11 @@ class TcpProxy:
             return
 
         async def shutdown() -> None:
+            self._closing = True
             if self._server is not None:
                 self._server.close()
+            if self._handlers:  # connecting upstream: let them finish, then close what they made
+                await asyncio.wait(list(self._handlers), timeout=5)
             for w in list(self._writers):
                 _reset(w)
             tasks = list(self._tasks)
