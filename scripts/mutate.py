@@ -1228,6 +1228,27 @@ M = [
             S + 'test_cli_contract.py::test_an_unknown_version_is_one_line_exit_1',
         ],
     ),
+    (
+        "dispatcher resign while suspended skipped",
+        "aiocoord/recipes/tasks.py",
+        "        if client.state is SessionState.SUSPENDED:  # the session may come back: owe it",
+        "        if False:",
+        ["tests/review/test_review_owed_suspended.py::test_a_dispatcher_cancelled_while_suspended_resigns_after_the_reconnect"],
+    ),
+    (
+        "worker stop while suspended skips deregistration",
+        "aiocoord/recipes/tasks.py",
+        "            if self._client.state is SessionState.SUSPENDED:  # the session may come back:",
+        "            if False:",
+        ["tests/review/test_review_owed_suspended.py::test_a_worker_stopped_while_suspended_deregisters_after_the_reconnect"],
+    ),
+    (
+        "delete_ephemeral waits for the reconnect",
+        "aiocoord/transport/client.py",
+        "        if session and self.state is SessionState.SUSPENDED:",
+        "        if False:",
+        ["tests/review/test_review_owed_suspended.py::test_a_registration_ended_while_suspended_is_deleted_after_the_reconnect"],
+    ),
 ]
 
 

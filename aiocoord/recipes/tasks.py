@@ -939,6 +939,11 @@ class Dispatcher:
         client = self._client
         with contextlib.suppress(CoordError):
             await client.remove_watch(self._paths.master, self._on_master)
+        if client.state is SessionState.SUSPENDED:  # the session may come back: owe it
+            await client.delete_ephemeral(self._paths.master)  # paid only if still ours
+            log.warning("dispatcher %s: resigning while disconnected: master is deleted after "
+                        "the reconnect, or with the session", self.identity)  # fmt: skip
+            return
         if not client.state.live:
             return  # the node goes with the session
         try:
@@ -1671,7 +1676,9 @@ class Worker:
             # a task is handed back only once its run ended: else it would run twice at once
             await self._wait_runs()
         with anyio.move_on_after(10), contextlib.suppress(CoordError):
-            if self._client.state.live:
+            if self._client.state is SessionState.SUSPENDED:  # the session may come back:
+                await self._client.delete_ephemeral(self.path)  # owed, paid only if ours
+            elif self._client.state.live:
                 await self._return_unfinished()
                 stat = await self._own_registration()
                 if stat is not None:  # owed when the reply is lost: a stopped worker is not

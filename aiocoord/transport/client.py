@@ -375,9 +375,15 @@ class Client:
         ``RequestTimeout``, or this call cancelled with the request in flight) the delete is
         owed: sent again after each reconnect, if the node is still this session's, until it is
         done; dropped when the session ends (the node goes with it) and when this client
-        creates the path again. For resigning a candidacy, deregistering, releasing a lock: a
+        creates the path again. Called while disconnected (SUSPENDED), it owes the delete at
+        once and returns False. For resigning a candidacy, deregistering, releasing a lock: a
         blip during the delete never leaves a phantom holder behind."""
         server_path, session = self._path(path), self.session_id
+        if session and self.state is SessionState.SUSPENDED:
+            # disconnected, the session perhaps alive: owed now (no wait for a reconnect that
+            # may take the whole session timeout), done if the session comes back
+            self._session.owe_delete(server_path, path, session)
+            return False
         lost = True  # until an answer came: also when cancelled with the delete in flight
         try:
             await self._session.submit(Delete(server_path, path, -1))
