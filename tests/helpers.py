@@ -71,6 +71,15 @@ async def eventually(predicate: Callable[[], bool], timeout: float, interval: fl
             await anyio.sleep(interval)
 
 
+async def holds(predicate: Callable[[], bool], seconds: float = 0.3) -> None:
+    """A bounded observation window: ``predicate()`` holds throughout ``seconds`` (checked every
+    10 ms, failing at the first moment it does not): for "nothing more happens"."""
+    with anyio.move_on_after(seconds):
+        while True:
+            assert predicate()
+            await anyio.sleep(0.01)
+
+
 async def eventually_async(
     predicate: Callable[[], Awaitable[bool]], timeout: float, interval: float = 0.05
 ) -> None:

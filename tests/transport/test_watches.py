@@ -3,12 +3,11 @@ expiry (restored from the true last zxid: nothing missed, nothing spurious; ende
 
 from __future__ import annotations
 
-import anyio
 import pytest
 
 from aiocoord import Client, EventType, KeeperState, NoWatcher, SessionState, WatchMode
 from aiocoord.testing import TcpProxy, ZooKeeperServer, expire_session
-from tests.helpers import Recorder, wait_state
+from tests.helpers import Recorder, holds, wait_state
 
 
 async def settle(client: Client) -> None:
@@ -151,5 +150,4 @@ async def test_watches_end_with_the_session_and_are_not_moved(
             assert event.path == "/w"
         await writer.set("/w", b"after")
         await settle(zk)
-        await anyio.sleep(0.2)
-        assert len(one_shot.events) == 1 and len(persistent.events) == 1
+        await holds(lambda: len(one_shot.events) == 1 and len(persistent.events) == 1)
