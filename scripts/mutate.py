@@ -1249,6 +1249,20 @@ M = [
         "        if False:",
         ["tests/review/test_review_owed_suspended.py::test_a_registration_ended_while_suspended_is_deleted_after_the_reconnect"],
     ),
+    (
+        "election herd: every candidate ahead watched",
+        "aiocoord/recipes/election.py",
+        "                ahead = order[: self.leaders] if rank == self.leaders else [order[rank - 1]]",
+        "                ahead = order[:rank]",
+        [R + "test_election.py::test_twenty_candidates_a_leader_kill_wakes_only_the_next"],
+    ),
+    (
+        "election: the next candidate leads too",
+        "aiocoord/recipes/election.py",
+        "                if rank < self.leaders:\n                    term = await self._take(node, rank)",
+        "                if rank <= self.leaders:\n                    term = await self._take(node, rank)",
+        [R + "test_election.py::test_graceful_resign_hands_over_at_once"],
+    ),
 ]
 
 
