@@ -19,7 +19,7 @@ from aiocoord import (
     SessionState,
 )
 from aiocoord.testing import TcpProxy, ZooKeeperServer, expire_session, free_port
-from tests.helpers import wait_state
+from tests.helpers import holds, wait_state
 
 
 async def test_closed_socket_is_suspended_at_once_then_reconnected(
@@ -159,8 +159,7 @@ async def test_server_killed_and_restarted_keeps_the_session(
         async with anyio.create_task_group() as tg:
             # made while suspended, the request waits for the reconnect instead of failing
             tg.start_soon(create_during_outage)
-            await anyio.sleep(0.2)
-            assert created == []
+            await holds(lambda: created == [])
             zk_private_server.start(wait=False)
             await wait_state(feed, SessionState.RECONNECTED, 18)
         assert created == ["/during"]
