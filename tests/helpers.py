@@ -80,6 +80,14 @@ async def holds(predicate: Callable[[], bool], seconds: float = 0.3) -> None:
             await anyio.sleep(0.01)
 
 
+async def holds_async(predicate: Callable[[], Awaitable[bool]], seconds: float = 0.3) -> None:
+    """``holds`` for a predicate that asks ZooKeeper."""
+    with anyio.move_on_after(seconds):
+        while True:
+            assert await predicate()
+            await anyio.sleep(0.02)
+
+
 async def eventually_async(
     predicate: Callable[[], Awaitable[bool]], timeout: float, interval: float = 0.05
 ) -> None:
@@ -87,6 +95,15 @@ async def eventually_async(
     with anyio.fail_after(timeout):
         while not await predicate():  # noqa: ASYNC110 - the state lives on the server
             await anyio.sleep(interval)
+
+
+def gone(zk: Client, path: str) -> Callable[[], Awaitable[bool]]:
+    """For ``eventually_async`` and ``holds_async``: ``path`` does not exist."""
+
+    async def check() -> bool:
+        return await zk.exists(path) is None
+
+    return check
 
 
 async def children(zk: Client, path: str) -> list[str]:

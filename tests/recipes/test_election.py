@@ -31,7 +31,7 @@ from aiocoord.testing import (
     expire_session,
     four_letter_word,
 )
-from tests.helpers import eventually, holds, read_line, wait_state
+from tests.helpers import eventually, holds, holds_async, read_line, wait_state
 
 LEADER_PROCESS = Path(__file__).with_name("leader_process.py")
 
@@ -389,10 +389,8 @@ async def test_sigstopped_leader_is_fenced_and_cancelled_when_it_resumes(
                 while "body-cancelled" not in lines:
                     lines.append((await read_line(proc.stdout, 10)).strip())
             await settle(zk)
-            with anyio.move_on_after(0.5):  # observed while the resumed process tries to write
-                while True:
-                    assert (await zk.get("/fenced"))[0] == b"new"  # none of its writes landed
-                    await anyio.sleep(0.02)
+            # observed while the resumed process tries to write: none of its writes lands
+            await holds_async(lambda: fenced_is(zk, b"new"), 0.5)
             assert all(line.startswith("guard-failed") for line in lines[:-1])
             new.release.set()
 
@@ -424,3 +422,7 @@ async def test_suspended_before_the_terms_listener_is_not_missed(
             with anyio.fail_after(15), pytest.raises(LeadershipLost):
                 async with Election(client, "/election").lead():
                     await anyio.sleep_forever()
+
+
+async def fenced_is(zk: Client, data: bytes) -> bool:
+    return (await zk.get("/fenced"))[0] == data

@@ -6,7 +6,7 @@ reconnect, not left until the session ends)."""
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 
 import anyio
@@ -14,7 +14,7 @@ import anyio
 from aiocoord import Client, Dispatcher, Task, TaskQueue, Worker
 from aiocoord.testing import TcpProxy, ZooKeeperServer, expire_session
 from aiocoord.transport.requests import Delete, GetData, Request
-from tests.helpers import eventually, eventually_async
+from tests.helpers import eventually, eventually_async, gone
 
 
 async def echo(task: Task) -> bytes:
@@ -54,13 +54,6 @@ async def proxied(
             proxy.address, namespace=zk.namespace, session_timeout=session_timeout
         ) as client:
             yield proxy, client
-
-
-def gone(zk: Client, path: str) -> Callable[[], Awaitable[bool]]:
-    async def check() -> bool:
-        return await zk.exists(path) is None
-
-    return check
 
 
 async def cut_when_held(proxy: TcpProxy, met: anyio.Event) -> None:

@@ -7,7 +7,8 @@ import anyio
 
 from aiocoord import Client, Dispatcher, ServiceRegistry, SessionState, Task, Worker
 from aiocoord.testing import TcpProxy, ZooKeeperServer
-from tests.helpers import eventually, eventually_async
+from tests.helpers import eventually, eventually_async, gone
+from tests.transport.test_owed_deletes import exists
 
 
 async def echo(task: Task) -> bytes:
@@ -84,7 +85,7 @@ async def test_a_worker_stopped_while_suspended_deregisters_after_the_reconnect(
                 await eventually(lambda: SessionState.RECONNECTED in states, timeout=15)
                 assert wz.session_id == session
                 # well within the 30 s session timeout
-                await eventually_async(lambda: gone(zk, "/rpc/workers/w1"), timeout=10)
+                await eventually_async(gone(zk, "/rpc/workers/w1"), timeout=10)
                 tg.cancel_scope.cancel()
 
 
@@ -109,12 +110,4 @@ async def test_a_registration_ended_while_suspended_is_deleted_after_the_reconne
             assert await zk.exists("/services/api/i1") is not None
             proxy.accept()
             await eventually(lambda: SessionState.RECONNECTED in states, timeout=15)
-            await eventually_async(lambda: gone(zk, "/services/api/i1"), timeout=10)
-
-
-async def exists(zk: Client, path: str) -> bool:
-    return await zk.exists(path) is not None
-
-
-async def gone(zk: Client, path: str) -> bool:
-    return await zk.exists(path) is None
+            await eventually_async(gone(zk, "/services/api/i1"), timeout=10)

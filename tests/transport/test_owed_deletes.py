@@ -5,21 +5,12 @@ Recipes resign, deregister and release through it (the election and discovery te
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-
 import anyio
 
 from aiocoord import Client, Election, ServiceRegistry, SessionState
 from aiocoord.testing import TcpProxy, ZooKeeperServer
-from tests.helpers import count_is, eventually, eventually_async
+from tests.helpers import count_is, eventually, eventually_async, gone
 from tests.transport.test_protected_create import lose_reply, lose_request, through_proxy
-
-
-def gone(zk: Client, path: str) -> Callable[[], Awaitable[bool]]:
-    async def check() -> bool:
-        return await zk.exists(path) is None
-
-    return check
 
 
 async def stays(zk: Client, path: str, owner: int, seconds: float = 2.0) -> None:
