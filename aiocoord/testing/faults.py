@@ -226,6 +226,12 @@ class TcpProxy:
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            # any transport of this loop still open (one accepted but not yet handed to
+            # _handle, say): aborted too, so no socket outlives the loop
+            transports = getattr(self._loop, "_transports", {})
+            for transport in list(transports.values()):
+                if not transport.is_closing():
+                    transport.abort()
             await asyncio.sleep(0)  # the aborted transports close their sockets
             await asyncio.sleep(0)
 
