@@ -1,6 +1,6 @@
 """Test helpers over real ZooKeeper: launchers, fault injection, and a pytest plugin."""
 
-from .faults import TcpProxy, expire_session
+from .faults import TcpProxy, expire_session, expire_session_id
 from .scripted import ScriptedServer, reply_frame
 from .zookeeper import (
     PortInUse,
@@ -21,6 +21,7 @@ __all__ = [
     "ZooKeeperNotFound",
     "ZooKeeperServer",
     "expire_session",
+    "expire_session_id",
     "find_classpath",
     "four_letter_word",
     "free_port",

@@ -14,7 +14,7 @@ from ..transport import jute
 from ..transport.client import Client
 from ..transport.jute import OP
 
-__all__ = ["TcpProxy", "expire_session"]
+__all__ = ["TcpProxy", "expire_session", "expire_session_id"]
 
 log = logging.getLogger("aiocoord.testing")
 
@@ -292,10 +292,23 @@ async def expire_session(client: Client, *, host: str | None = None) -> None:
     if not session_id:
         raise RuntimeError("the client has no session to expire")
     target = host or client.connected_host or client.hosts[0]
-    address, _, port = target.rpartition(":")
-    hello = jute.encode_connect(
-        client.last_zxid, int(client.negotiated_timeout * 1000), session_id, passwd, False
+    await expire_session_id(
+        session_id,
+        passwd,
+        target,
+        last_zxid=client.last_zxid,
+        timeout_ms=int(client.negotiated_timeout * 1000),
     )
+
+
+async def expire_session_id(
+    session_id: int, passwd: bytes, host: str, *, last_zxid: int = 0, timeout_ms: int = 10000
+) -> None:
+    """``expire_session`` for a session known only by its id and password (one of another
+    process), through the server at ``host`` (``"127.0.0.1:port"``, any member of its ensemble).
+    """
+    address, _, port = host.rpartition(":")
+    hello = jute.encode_connect(last_zxid, timeout_ms, session_id, passwd, False)
     close = jute.REQUEST_HEAD.pack(8, 1, OP.CLOSE)
     async with asyncio.timeout(EXPIRE_DEADLINE):
         while True:
@@ -303,9 +316,9 @@ async def expire_session(client: Client, *, host: str | None = None) -> None:
             try:
                 writer.write(hello + close)
                 size = int.from_bytes(await reader.readexactly(4), "big")
-                timeout_ms, _, _, _ = jute.decode_connected(await reader.readexactly(size))
-                if timeout_ms <= 0:
-                    log.info("session 0x%x expired on %s", session_id, target)
+                granted, _, _, _ = jute.decode_connected(await reader.readexactly(size))
+                if granted <= 0:
+                    log.info("session 0x%x expired on %s", session_id, host)
                     return
                 # the close is on its way; read its reply (or the server's hang-up) and check
                 with contextlib.suppress(OSError, asyncio.IncompleteReadError):

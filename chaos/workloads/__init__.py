@@ -1,0 +1,21 @@
+"""The workloads of the campaign: each starts its client processes, may drive operations from the
+controller, reads the final state once the faults are healed, and checks its history."""
+
+from __future__ import annotations
+
+from .base import Context, Report, Workload
+from .config import ConfigWorkload
+from .discovery import DiscoveryWorkload
+from .election import ElectionWorkload
+from .session import SessionWorkload
+from .tasks import TasksWorkload
+
+WORKLOADS: dict[str, type[Workload]] = {
+    "session": SessionWorkload,
+    "election": ElectionWorkload,
+    "tasks": TasksWorkload,
+    "config": ConfigWorkload,
+    "discovery": DiscoveryWorkload,
+}
+
+__all__ = ["WORKLOADS", "Context", "Report", "Workload"]
