@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: setup system-deps venv test lint demo bench mutate mutmut clean
+.PHONY: setup system-deps venv test lint demo bench chaos mutate mutmut clean
 
 setup: system-deps venv
 
@@ -25,8 +25,8 @@ test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: venv
-	$(VENV)/bin/ruff check aiocoord services tests bench
-	$(VENV)/bin/ruff format --check aiocoord services tests bench
+	$(VENV)/bin/ruff check aiocoord services tests bench chaos scripts
+	$(VENV)/bin/ruff format --check aiocoord services tests bench chaos scripts
 	$(VENV)/bin/mypy
 
 demo: setup
@@ -34,6 +34,13 @@ demo: setup
 
 bench: setup
 	$(PY) -m bench
+
+# the fault campaign: every workload for DURATION seconds per seed, one table; exits 1 on any
+# invariant violation (slow: CI runs a short fixed-seed campaign inside `make test` instead)
+DURATION ?= 600
+SEEDS    ?= 1,2,3
+chaos: setup
+	$(PY) -m chaos --duration $(DURATION) --seeds $(SEEDS)
 
 # curated mutations of the session layer, each must be killed by a test (slow: not in CI)
 mutate: setup

@@ -622,8 +622,10 @@ M = [
         "        if len(self._open) >= self.max_connections:\n            victim = next((c for c in self._open if not c.serving), None)",
         "        if len(self._open) >= 64:\n            victim = None",
         [
-            R + "test_config_trigger.py::test_hundreds_of_idle_and_slow_connections_never_stop_a_trigger",
-            R + "test_config_trigger.py::test_a_new_connection_evicts_the_oldest_one_not_being_served",
+            R
+            + "test_config_trigger.py::test_hundreds_of_idle_and_slow_connections_never_stop_a_trigger",
+            R
+            + "test_config_trigger.py::test_a_new_connection_evicts_the_oldest_one_not_being_served",
         ],
     ),
     (
@@ -631,7 +633,10 @@ M = [
         "aiocoord/recipes/config/trigger.py",
         "            victim = next((c for c in self._open if not c.serving), None)",
         "            victim = None",
-        [R + "test_config_trigger.py::test_a_new_connection_evicts_the_oldest_one_not_being_served"],
+        [
+            R
+            + "test_config_trigger.py::test_a_new_connection_evicts_the_oldest_one_not_being_served"
+        ],
     ),
     (
         "trigger evicts a connection in its handler",
@@ -944,14 +949,20 @@ M = [
         "aiocoord/recipes/tasks.py",
         "            if await client.delete_ephemeral(self._paths.master):",
         "            if not await client.delete(self._paths.master):",
-        [R + "test_tasks_faults.py::test_a_dispatcher_resign_lost_in_a_blip_is_done_after_the_reconnect"],
+        [
+            R
+            + "test_tasks_faults.py::test_a_dispatcher_resign_lost_in_a_blip_is_done_after_the_reconnect"
+        ],
     ),
     (
         "deregistration delete not owed",
         "aiocoord/recipes/tasks.py",
         "                    await self._client.delete_ephemeral(self.path)  # handed tasks",
         "                    await self._client.delete(self.path)  # handed tasks",
-        [R + "test_tasks_faults.py::test_a_worker_deregistration_lost_in_a_blip_is_done_after_the_reconnect"],
+        [
+            R
+            + "test_tasks_faults.py::test_a_worker_deregistration_lost_in_a_blip_is_done_after_the_reconnect"
+        ],
     ),
     (
         "placement past capacity",
@@ -965,7 +976,10 @@ M = [
         "aiocoord/recipes/tasks.py",
         "        worker = max(left, key=left.__getitem__)",
         "        worker = min(left, key=left.__getitem__)",
-        [R + "test_dispatch_planning.py::test_tasks_go_to_the_freest_worker_first_and_ties_in_order"],
+        [
+            R
+            + "test_dispatch_planning.py::test_tasks_go_to_the_freest_worker_first_and_ties_in_order"
+        ],
     ),
     (
         "out-of-attempts task retried",
@@ -1007,7 +1021,10 @@ M = [
         "aiocoord/recipes/tasks.py",
         "            with listening(self._client, self._on_session):",
         "            with contextlib.nullcontext():",
-        [R + "test_tasks.py::test_a_started_task_lost_with_its_worker_is_charged_and_its_run_cancelled"],
+        [
+            R
+            + "test_tasks.py::test_a_started_task_lost_with_its_worker_is_charged_and_its_run_cancelled"
+        ],
     ),
     (
         "config feed yields again a version it yielded, or an older one",
@@ -1066,166 +1083,173 @@ M = [
         [R + "test_session_primitives.py::test_close_ends_the_waits_newer_value_or_not"],
     ),
     (
-        'no central report',
-        'services/cli.py',
-        '    except Exception as exc:\n        return report(args.prog, exc)\n',
-        '',
+        "no central report",
+        "services/cli.py",
+        "    except Exception as exc:\n        return report(args.prog, exc)\n",
+        "",
         [
-            S + 'test_cli_contract.py::test_an_unreachable_zookeeper_is_one_line_exit_1',
+            S + "test_cli_contract.py::test_an_unreachable_zookeeper_is_one_line_exit_1",
         ],
     ),
     (
-        'argparse multi-line usage errors',
-        'services/common.py',
+        "argparse multi-line usage errors",
+        "services/common.py",
         '        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\\n")',
-        '        super().error(message)',
+        "        super().error(message)",
         [
-            S + 'test_cli_contract.py::test_a_usage_error_is_one_line_exit_2_before_any_session',
+            S + "test_cli_contract.py::test_a_usage_error_is_one_line_exit_2_before_any_session",
         ],
     ),
     (
-        'path not validated',
-        'services/common.py',
+        "path not validated",
+        "services/common.py",
         '               type=znode_path, metavar="PATH", help=help)',
         '               metavar="PATH", help=help)',
         [
-            S + 'test_cli_contract.py::test_a_usage_error_is_one_line_exit_2_before_any_session[bad path]',
+            S
+            + "test_cli_contract.py::test_a_usage_error_is_one_line_exit_2_before_any_session[bad path]",
         ],
     ),
     (
-        'zk not validated',
-        'services/common.py',
+        "zk not validated",
+        "services/common.py",
         '        type=zk_hosts,\n        default=os.environ.get("AIOCOORD_ZK"',
         '        default=os.environ.get("AIOCOORD_ZK"',
         [
-            S + 'test_cli_contract.py::test_a_usage_error_is_one_line_exit_2_before_any_session[bad --zk]',
+            S
+            + "test_cli_contract.py::test_a_usage_error_is_one_line_exit_2_before_any_session[bad --zk]",
         ],
     ),
     (
-        '@file error not usage',
-        'services/common.py',
+        "@file error not usage",
+        "services/common.py",
         '            raise UsageError(f"cannot read {value}: {exc.strerror or exc}") from exc',
-        '            raise',
+        "            raise",
         [
-            S + 'test_cli_contract.py::test_a_usage_error_is_one_line_exit_2_before_any_session[missing @file]',
+            S
+            + "test_cli_contract.py::test_a_usage_error_is_one_line_exit_2_before_any_session[missing @file]",
         ],
     ),
     (
-        'no port check',
-        'aiocoord/testing/zookeeper.py',
-        '        if port_in_use(self.client_port):\n            raise PortInUse',
-        '        if False:\n            raise PortInUse',
+        "no port check",
+        "aiocoord/testing/zookeeper.py",
+        "        if port_in_use(self.client_port):\n            raise PortInUse",
+        "        if False:\n            raise PortInUse",
         [
-            S + 'test_cli_contract.py::test_zk_start_refuses_a_taken_port',
-            S + 'test_cli_contract.py::test_the_launcher_refuses_a_taken_port',
+            S + "test_cli_contract.py::test_zk_start_refuses_a_taken_port",
+            S + "test_cli_contract.py::test_the_launcher_refuses_a_taken_port",
         ],
     ),
     (
-        'no identity check',
-        'aiocoord/testing/zookeeper.py',
-        '        if mode is None or not self.answers():',
-        '        if mode is None:',
+        "no identity check",
+        "aiocoord/testing/zookeeper.py",
+        "        if mode is None or not self.answers():",
+        "        if mode is None:",
         [
-            S + 'test_cli_contract.py::test_the_launcher_trusts_only_its_own_server',
+            S + "test_cli_contract.py::test_the_launcher_trusts_only_its_own_server",
         ],
     ),
     (
-        'one-shot not quiet',
-        'services/common.py',
+        "one-shot not quiet",
+        "services/common.py",
         '    if one_shot:\n        parser.set_defaults(default_log_level="WARNING")\n',
-        '',
+        "",
         [
-            S + 'test_cli_contract.py::test_log_level_anywhere_in_any_case_iso_timestamps_json_logs',
+            S
+            + "test_cli_contract.py::test_log_level_anywhere_in_any_case_iso_timestamps_json_logs",
         ],
     ),
     (
-        'log level case-sensitive',
-        'services/common.py',
-        '        type=str.upper,\n        choices=LOG_LEVELS,',
-        '        choices=LOG_LEVELS,',
+        "log level case-sensitive",
+        "services/common.py",
+        "        type=str.upper,\n        choices=LOG_LEVELS,",
+        "        choices=LOG_LEVELS,",
         [
-            S + 'test_cli_contract.py::test_log_level_anywhere_in_any_case_iso_timestamps_json_logs',
+            S
+            + "test_cli_contract.py::test_log_level_anywhere_in_any_case_iso_timestamps_json_logs",
         ],
     ),
     (
-        'log level only on leaves',
-        'services/cli.py',
-        '    for each in parsers(parser):\n        add_log_options(each)',
-        '    for each in list(parsers(parser))[1:]:\n        add_log_options(each)',
+        "log level only on leaves",
+        "services/cli.py",
+        "    for each in parsers(parser):\n        add_log_options(each)",
+        "    for each in list(parsers(parser))[1:]:\n        add_log_options(each)",
         [
-            S + 'test_cli_contract.py::test_log_level_anywhere_in_any_case_iso_timestamps_json_logs',
+            S
+            + "test_cli_contract.py::test_log_level_anywhere_in_any_case_iso_timestamps_json_logs",
         ],
     ),
     (
-        'HH:MM:SS timestamps',
-        'services/common.py',
-        '        return _timestamp(record)',
+        "HH:MM:SS timestamps",
+        "services/common.py",
+        "        return _timestamp(record)",
         '        return super().formatTime(record, "%H:%M:%S")',
         [
-            S + 'test_cli_contract.py::test_log_level_anywhere_in_any_case_iso_timestamps_json_logs',
+            S
+            + "test_cli_contract.py::test_log_level_anywhere_in_any_case_iso_timestamps_json_logs",
         ],
     ),
     (
-        'aliases shown',
-        'services/common.py',
-        '        parser.add_argument(alias, dest=action.dest, help=argparse.SUPPRESS, **hidden)',
+        "aliases shown",
+        "services/common.py",
+        "        parser.add_argument(alias, dest=action.dest, help=argparse.SUPPRESS, **hidden)",
         '        parser.add_argument(alias, dest=action.dest, help="old", **hidden)',
         [
-            S + 'test_cli_contract.py::test_old_spellings_stay_as_hidden_aliases',
+            S + "test_cli_contract.py::test_old_spellings_stay_as_hidden_aliases",
         ],
     ),
     (
-        'publish --json ignored',
-        'services/config_cmd.py',
+        "publish --json ignored",
+        "services/config_cmd.py",
         '            if args.json:\n                print_json({"version": name})\n            else:\n                print(name)',
-        '            print(name)',
+        "            print(name)",
         [
-            S + 'test_cli_contract.py::test_json_outputs_parse',
+            S + "test_cli_contract.py::test_json_outputs_parse",
         ],
     ),
     (
-        'no argcomplete hook',
-        'services/cli.py',
-        '    argcomplete.autocomplete(parser)\n',
-        '',
+        "no argcomplete hook",
+        "services/cli.py",
+        "    argcomplete.autocomplete(parser)\n",
+        "",
         [
-            S + 'test_cli_contract.py::test_shell_completion_comes_from_argcomplete',
+            S + "test_cli_contract.py::test_shell_completion_comes_from_argcomplete",
         ],
     ),
     (
-        'no debug traceback',
-        'services/cli.py',
+        "no debug traceback",
+        "services/cli.py",
         '    log.debug("%s failed", prog, exc_info=exc)\n',
-        '',
+        "",
         [
-            S + 'test_cli_contract.py::test_debug_level_shows_the_traceback_then_the_line',
+            S + "test_cli_contract.py::test_debug_level_shows_the_traceback_then_the_line",
         ],
     ),
     (
-        'raw rst help',
-        'services/common.py',
+        "raw rst help",
+        "services/common.py",
         '.replace("``", "")',
         '.replace("`", "`")',
         [
-            S + 'test_cli_contract.py::test_help_explains_every_option',
+            S + "test_cli_contract.py::test_help_explains_every_option",
         ],
     ),
     (
-        'connect hint missing',
-        'services/cli.py',
+        "connect hint missing",
+        "services/cli.py",
         '        return str(exc), "is ZooKeeper running there? --zk HOSTS or $AIOCOORD_ZK", 1',
-        '        return str(exc), None, 1',
+        "        return str(exc), None, 1",
         [
-            S + 'test_cli_contract.py::test_an_unreachable_zookeeper_is_one_line_exit_1[tasks]',
+            S + "test_cli_contract.py::test_an_unreachable_zookeeper_is_one_line_exit_1[tasks]",
         ],
     ),
     (
-        'unknown version raw',
-        'services/config_cmd.py',
+        "unknown version raw",
+        "services/config_cmd.py",
         '            except aiocoord.NoNode as exc:\n                if args.action == "publish":',
-        '            except aiocoord.NoNode as exc:\n                if True:',
+        "            except aiocoord.NoNode as exc:\n                if True:",
         [
-            S + 'test_cli_contract.py::test_an_unknown_version_is_one_line_exit_1',
+            S + "test_cli_contract.py::test_an_unknown_version_is_one_line_exit_1",
         ],
     ),
     (
@@ -1233,21 +1257,27 @@ M = [
         "aiocoord/recipes/tasks.py",
         "        if client.state is SessionState.SUSPENDED:  # the session may come back: owe it",
         "        if False:",
-        ["tests/review/test_review_owed_suspended.py::test_a_dispatcher_cancelled_while_suspended_resigns_after_the_reconnect"],
+        [
+            "tests/review/test_review_owed_suspended.py::test_a_dispatcher_cancelled_while_suspended_resigns_after_the_reconnect"
+        ],
     ),
     (
         "worker stop while suspended skips deregistration",
         "aiocoord/recipes/tasks.py",
         "            if self._client.state is SessionState.SUSPENDED:  # the session may come back:",
         "            if False:",
-        ["tests/review/test_review_owed_suspended.py::test_a_worker_stopped_while_suspended_deregisters_after_the_reconnect"],
+        [
+            "tests/review/test_review_owed_suspended.py::test_a_worker_stopped_while_suspended_deregisters_after_the_reconnect"
+        ],
     ),
     (
         "delete_ephemeral waits for the reconnect",
         "aiocoord/transport/client.py",
         "        if session and self.state is SessionState.SUSPENDED:",
         "        if False:",
-        ["tests/review/test_review_owed_suspended.py::test_a_registration_ended_while_suspended_is_deleted_after_the_reconnect"],
+        [
+            "tests/review/test_review_owed_suspended.py::test_a_registration_ended_while_suspended_is_deleted_after_the_reconnect"
+        ],
     ),
     (
         "election herd: every candidate ahead watched",
