@@ -11,6 +11,7 @@ from __future__ import annotations
 T = "tests/transport/"
 R = "tests/recipes/"
 S = "tests/services/"
+C = "tests/chaos/test_checkers.py::"
 M = [
     (
         "auth refusal ignored",
@@ -1292,6 +1293,83 @@ M = [
         "                if rank < self.leaders:\n                    term = await self._take(node, rank)",
         "                if rank <= self.leaders:\n                    term = await self._take(node, rank)",
         [R + "test_election.py::test_graceful_resign_hands_over_at_once"],
+    ),
+    (
+        "chaos: two CMDs at once not checked",
+        "chaos/workloads/election.py",
+        "                if b.start >= a.end or a.runner == b.runner:",
+        "                if True:",
+        [C + "test_election_two_cmds_at_once_is_a_violation_unless_the_runner_was_paused"],
+    ),
+    (
+        "chaos: a paused runner not excused",
+        "chaos/workloads/election.py",
+        "                if any(lo <= b.start and hi >= a.start for lo, hi in paused.get(a.runner, [])):",
+        "                if False:",
+        [C + "test_election_two_cmds_at_once_is_a_violation_unless_the_runner_was_paused"],
+    ),
+    (
+        "chaos: deposed-term writes not checked",
+        "chaos/workloads/election.py",
+        "            if token < highest[1]:",
+        "            if False:",
+        [C + "test_election_a_deposed_term_writing_or_a_token_going_back_is_a_violation"],
+    ),
+    (
+        "chaos: read-your-writes not checked",
+        "chaos/workloads/session.py",
+        '                if e["value"] < floor:',
+        "                if False:",
+        [C + "test_session_checker_finds"],
+    ),
+    (
+        "chaos: duplicated protected creates not checked",
+        "chaos/workloads/session.py",
+        '            elif result == "info" and n > 1:',
+        "            elif False:",
+        [C + "test_session_checker_finds"],
+    ),
+    (
+        "chaos: results of moved tasks not checked",
+        "chaos/workloads/tasks.py",
+        '                if lost and lost.group(1) == start["worker"] and start["t"] < when:',
+        "                if False:",
+        [C + "test_tasks_checker_finds_lost_duplicated_unfinished_and_stale_results"],
+    ),
+    (
+        "chaos: config reload order not checked",
+        "chaos/workloads/config.py",
+        "                if number < last:",
+        "                if False:",
+        [C + "test_config_checker_finds_double_publishes_out_of_order_and_rejected_applies"],
+    ),
+    (
+        "chaos: discovery bound not checked",
+        "chaos/workloads/discovery.py",
+        "            if late > bound:",
+        "            if False:",
+        [C + "test_discovery_an_instance_left_in_a_cache_past_the_bound_is_a_violation"],
+    ),
+    (
+        "chaos: a watcher's disconnection not excused",
+        "chaos/workloads/discovery.py",
+        "            late = gone - since - away",
+        "            late = gone - since",
+        [C + "test_discovery_an_instance_left_in_a_cache_past_the_bound_is_a_violation"],
+    ),
+    (
+        "chaos: schedule not seeded",
+        "chaos/schedule.py",
+        "    rng = random.Random(seed)",
+        "    rng = random.Random()",
+        [C + "test_the_same_seed_plans_the_same_faults_and_another_seed_others"],
+    ),
+    (
+        "chaos: member faults overlap",
+        "chaos/schedule.py",
+        "            if t < member_busy:\n                continue",
+        "            if False:\n                continue",
+        [C + "test_a_plan_keeps_a_quorum_and_hits_targets_only_with_their_kinds"],
     ),
 ]
 
