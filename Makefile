@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
+DEMO_STAMP := $(VENV)/.demo-stamp
 PYTEST_ARGS ?=
 
 .PHONY: setup system-deps venv test lint demo bench chaos mutate mutmut clean
@@ -29,8 +30,15 @@ lint: venv
 	$(VENV)/bin/ruff format --check aiocoord services tests bench chaos scripts
 	$(VENV)/bin/mypy
 
-demo: setup
+# the demo needs only the package (no dev tools) and ZooKeeper (no nginx, no git)
+demo: $(DEMO_STAMP)
+	@scripts/ensure-system-deps --zookeeper-only
 	$(VENV)/bin/aiocoord demo
+
+$(DEMO_STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -e .
+	@touch $(DEMO_STAMP)
 
 bench: setup
 	$(PY) -m bench

@@ -13,7 +13,10 @@ Without --zk it starts its own 3-member ZooKeeper ensemble. Every service is a s
 6. one ZooKeeper member is killed: sessions move to the others, and nothing fails over (same
    agent leader, same dispatcher, instances still registered, tasks and configs still flow).
 
-Exits 0, or non-zero naming the step that failed.
+Each step prints the ``aiocoord`` command lines it started, ready to paste (the ensemble's line
+is the ``aiocoord zk start`` that serves the same ports). The demo's own log records go to
+``demo.log`` beside the services' logs; only errors reach the terminal. Exits 0, or non-zero
+naming the step that failed.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import argparse
 import contextlib
 import logging
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -38,9 +42,9 @@ import anyio.abc
 
 import aiocoord
 from aiocoord import Client
-from aiocoord.testing import ZooKeeperEnsemble, ZooKeeperNotFound, free_port
+from aiocoord.testing import ZooKeeperEnsemble, ZooKeeperNotFound, free_port, port_in_use
 
-from .common import log_level, zk_hosts
+from .common import TextFormatter, log_level, zk_hosts
 from .status_cmd import four_letter
 
 log = logging.getLogger("aiocoord.demo")
@@ -84,8 +88,14 @@ class Step:
     detail: str = ""
 
 
+def show(*argv: str) -> None:
+    """Print a command line the way a user would type it."""
+    print(f"    {shlex.join(['aiocoord', *argv])}", flush=True)
+
+
 class Services:
-    """The demo's service processes (``python -m services ...``), each logging to a file."""
+    """The demo's service processes (``aiocoord ...``, run as ``python -m`` of this package so
+    that they are the same code), each logging to a file."""
 
     def __init__(self, hosts: str, logs: Path) -> None:
         self.hosts = hosts
@@ -102,7 +112,9 @@ class Services:
             SESSION_TIMEOUT,
         ]
         out = (self.logs / f"{name}.log").open("ab")
-        cmd = [sys.executable, "-m", "services", args[0], *common, *args[1:]]
+        argv = [args[0], *common, *args[1:]]
+        show(*argv)
+        cmd = [sys.executable, "-m", str(__package__), *argv]
         proc = subprocess.Popen(cmd, stdout=out, stderr=out, start_new_session=True)
         out.close()
         self.procs[name] = proc
@@ -190,7 +202,7 @@ async def _demo(d: Demo, tg: anyio.abc.TaskGroup) -> None:
 
         async with d.step("two config agents elect a leader") as s:
             for i in range(2):
-                svc.start(f"agent{i}", "agent", "--path", CONFIG, "--identity", f"agent{i}",
+                svc.start(f"agent{i}", "agent", "--path", CONFIG, "--id", f"agent{i}",
                           "--listen", f"127.0.0.1:{trigger_port}")  # fmt: skip
 
             async def two_candidates() -> bool:
@@ -237,10 +249,10 @@ async def _demo(d: Demo, tg: anyio.abc.TaskGroup) -> None:
                         "remain")  # fmt: skip
 
         async with d.step("a dispatcher and three workers complete 200 tasks", limit=40) as s:
-            svc.start("dispatcher", "dispatcher", "--identity", "dispatcher")
+            svc.start("dispatcher", "dispatcher", "--id", "dispatcher")
             for i in range(3):
                 svc.start(f"worker{i}", "worker", "--id", f"worker{i}", "--concurrency", "8",
-                          "--handler", "services.demo:tagged")  # fmt: skip
+                          "--handler", f"{__name__}:tagged")  # fmt: skip
             queue = aiocoord.TaskQueue(zk)
             started = time.perf_counter()
             handles = [await queue.submit(f"task {i}".encode()) for i in range(200)]
@@ -325,23 +337,56 @@ def _summary(d: Demo) -> None:
         print(f"{s.name:<{width}}  {'ok' if s.ok else 'FAILED':<6}  {s.seconds:>6.2f}s")
 
 
+def _consecutive_free_ports(count: int) -> int:
+    """The first of ``count`` free consecutive ports, as ``aiocoord zk start --ensemble`` uses."""
+    while True:
+        first = free_port()
+        if first + count <= 65536 and not any(port_in_use(first + i) for i in range(count)):
+            return first
+
+
+def _log_to_file(path: Path, level: str) -> None:
+    """The demo's own records go to ``path``; only errors reach the terminal, whose lines are
+    the demo's output (a session's WARNING when a member dies would break into it)."""
+    to_file = logging.FileHandler(path)
+    to_file.setFormatter(TextFormatter())
+    to_terminal = logging.StreamHandler()
+    to_terminal.setFormatter(TextFormatter())
+    to_terminal.setLevel(logging.ERROR)
+    logging.basicConfig(level=getattr(logging, level), handlers=[to_file, to_terminal], force=True)
+
+
+def _start_ensemble(step: Step) -> ZooKeeperEnsemble | None:
+    print(f"--> {step.name}", flush=True)
+    started = time.perf_counter()
+    port = _consecutive_free_ports(3)
+    show("zk", "start", "--ensemble", "3", "--port", str(port))
+    ensemble = ZooKeeperEnsemble(3, client_ports=[port, port + 1, port + 2])
+    try:
+        ensemble.start()
+    except ZooKeeperNotFound as exc:
+        print(f"    FAILED: {exc}", flush=True)
+        return None
+    step.ok = True
+    step.seconds = time.perf_counter() - started
+    step.detail = ensemble.hosts
+    print(f"    ok in {step.seconds:.2f}s  {step.detail}", flush=True)
+    return ensemble
+
+
 def run_demo(args: argparse.Namespace) -> int:
     ensemble: ZooKeeperEnsemble | None = None
     started = time.perf_counter()
     logs = Path(tempfile.mkdtemp(prefix="aiocoord-demo-"))
+    _log_to_file(logs / "demo.log", log_level(args))
+    first_steps: list[Step] = []
     if args.zk is None:
-        print("--> start a 3-member ZooKeeper ensemble", flush=True)
-        try:
-            ensemble = ZooKeeperEnsemble(3)
-            ensemble.start()
-        except ZooKeeperNotFound as exc:
-            print(f"    FAILED: {exc}")
+        first_steps.append(Step("start a 3-member ZooKeeper ensemble"))
+        ensemble = _start_ensemble(first_steps[0])
+        if ensemble is None:
             return 2
-        print(f"    ok in {time.perf_counter() - started:.2f}s  {ensemble.hosts}", flush=True)
     hosts = args.zk or (ensemble.hosts if ensemble else "")
-    if log_level(args) == "INFO":  # the steps say what happens; the services log to files
-        logging.getLogger("aiocoord").setLevel(logging.WARNING)
-    demo = Demo(hosts, ensemble, Services(hosts, logs))
+    demo = Demo(hosts, ensemble, Services(hosts, logs), first_steps)
     failed: str | None = None
     try:
         result = aiocoord.run(_run_guarded, demo)

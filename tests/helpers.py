@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import anyio
 from anyio.abc import ByteReceiveStream
@@ -121,3 +124,15 @@ def count_is(
         return n == count if exactly else n >= count
 
     return check
+
+
+def build_wheel(dest: Path) -> Path:
+    """Build the repository's wheel into ``dest`` (no dependencies) and return its path."""
+    root = Path(__file__).resolve().parent.parent
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(dest), str(root)],
+        check=True,
+        timeout=300,
+    )
+    (wheel,) = dest.glob("aiocoord-*.whl")
+    return wheel

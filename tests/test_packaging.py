@@ -8,16 +8,11 @@ import sys
 import zipfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.helpers import build_wheel
 
 
 def test_the_wheel_installs_only_the_aiocoord_top_level_name(tmp_path: Path) -> None:
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path), str(ROOT)],
-        check=True,
-        timeout=300,
-    )
-    (wheel,) = tmp_path.glob("aiocoord-*.whl")
+    wheel = build_wheel(tmp_path)
     with zipfile.ZipFile(wheel) as archive:
         names = archive.namelist()
         tops = {name.split("/")[0] for name in names}

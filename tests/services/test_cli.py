@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import re
+import shlex
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import anyio
 import pytest
 
 from aiocoord import Client
 from aiocoord.testing import free_port
+from services.cli import build_parser
 from tests.helpers import read_line, read_rest
+
+ROOT = Path(__file__).resolve().parent.parent.parent
 
 
 def aiocoord_cmd(*args: str) -> list[str]:
@@ -57,22 +63,49 @@ async def test_zk_start_serves_until_sigterm() -> None:
                 proc.kill()
 
 
+DEMO_STEPS = (
+    "start a 3-member ZooKeeper ensemble",
+    "connect to ZooKeeper",
+    "two config agents elect a leader",
+    "three apps apply the config to their files",
+    "three services register with health checks; one fails it",
+    "a dispatcher and three workers complete 200 tasks",
+    "kill -9 the agent leader; the standby takes the trigger port",
+    "kill a ZooKeeper member: no application-level failover",
+)
+
+
 def test_demo_runs_end_to_end() -> None:
+    """The demo as a tutorial: every step in the summary, the command lines it started printed
+    ready to paste, and nothing of its own logging in between (stderr stays empty)."""
     out = subprocess.run(aiocoord_cmd("demo"), capture_output=True, text=True, timeout=180)
     assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stderr == ""  # its own records went to demo.log: none broke into the output
     summary = out.stdout[out.stdout.index("step  ") :]
-    for step in (
-        "two config agents elect a leader",
-        "three apps apply the config to their files",
-        "three services register with health checks; one fails it",
-        "a dispatcher and three workers complete 200 tasks",
-        "kill -9 the agent leader; the standby takes the trigger port",
-        "kill a ZooKeeper member: no application-level failover",
-    ):
+    for step in DEMO_STEPS:
         assert re.search(rf"{re.escape(step)}\s+ok\s+\d+\.\d+s", summary), step
     assert "200/200 done" in out.stdout  # progress of the long step
     assert "FAILED" not in out.stdout
     assert "demo finished" in out.stdout
+    commands = demo_command_lines(out.stdout)
+    started = {argv[1] for argv in commands}
+    assert {"zk", "agent", "app", "register", "dispatcher", "worker"} <= started, started
+    for command in started:
+        helped = subprocess.run(aiocoord_cmd(command, "--help"), capture_output=True, timeout=30)
+        assert helped.returncode == 0, command
+
+
+def demo_command_lines(stdout: str) -> list[list[str]]:
+    """The demo's printed command lines, each checked to parse as the ``aiocoord`` command's
+    own arguments (every option and value valid, nothing but the command on the line)."""
+    commands = []
+    for line in stdout.splitlines():
+        if line.startswith("    aiocoord "):
+            argv = shlex.split(line)
+            assert argv[0] == "aiocoord"
+            build_parser().parse_args(argv[1:])  # SystemExit(2) on anything it would refuse
+            commands.append(argv)
+    return commands
 
 
 def test_demo_names_the_step_that_failed() -> None:
@@ -103,3 +136,24 @@ def test_one_shot_commands_fail_fast_naming_the_hosts(command: list[str]) -> Non
     assert out.returncode == 1, out.stderr
     assert host in out.stderr and "Traceback" not in out.stderr, out.stderr
     assert took < 20, took
+
+
+def test_make_demo_installs_only_what_the_demo_needs(tmp_path: Path) -> None:
+    """The package without its dev extras, and ZooKeeper without nginx or git."""
+    make = ["make", "-n", "demo", f"VENV={tmp_path / 'venv'}"]
+    planned = subprocess.run(make, cwd=ROOT, capture_output=True, text=True, timeout=30).stdout
+    assert "pip install -q -e .\n" in planned and "[dev]" not in planned, planned
+    assert "scripts/ensure-system-deps --zookeeper-only" in planned, planned
+    # a machine with ZooKeeper and Java but neither nginx nor git: nothing to install
+    bare = tmp_path / "bin"
+    bare.mkdir()
+    for tool in ("bash", "java"):
+        (bare / tool).symlink_to(shutil.which(tool) or tool)
+    env = {"PATH": str(bare), "ZOOKEEPER_CLASSPATH": "/usr/share/java/zookeeper.jar"}
+    script = [str(ROOT / "scripts" / "ensure-system-deps")]
+    for_demo = subprocess.run([*script, "--zookeeper-only"], env=env, capture_output=True,
+                              text=True, timeout=30)  # fmt: skip
+    assert (for_demo.returncode, for_demo.stdout, for_demo.stderr) == (0, "", "")
+    for_tests = subprocess.run(script, env=env, capture_output=True, text=True, timeout=30)
+    assert for_tests.stdout.startswith("installing system packages:")  # git, at least
+    assert "git" in for_tests.stdout
