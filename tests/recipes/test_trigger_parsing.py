@@ -214,6 +214,8 @@ def test_empty_data_is_refused_unless_allowed(data: bytes) -> None:
         ("ERR busy too many connections\n", "busy", "too many connections"),
         ("ERR bad_request expected CMD|DATA (no '|' in the request)", "bad_request",
          "expected CMD|DATA (no '|' in the request)"),
+        ("ERR busy  two spaces, one kept \n", "busy", " two spaces, one kept "),  # only \n goes
+        ("ERR custom ends in X\n", "custom", "ends in X"),
         ("ERR slow_client", "slow_client", "no reply"),
         ("ERR", "closed", "no reply"),
         ("", "closed", "no reply"),
