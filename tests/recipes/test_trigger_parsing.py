@@ -24,9 +24,11 @@ def legacy(frame: bytes, *, max_frame: int = 100, has_token: bool = False) -> Tr
     return _parse_legacy(frame, PEER, max_frame=max_frame, has_token=has_token)
 
 
-def legacy_refusal(frame: bytes, **options: int | bool) -> tuple[str, str]:
+def legacy_refusal(
+    frame: bytes, *, max_frame: int = 100, has_token: bool = False
+) -> tuple[str, str]:
     with pytest.raises(TriggerError) as refused:
-        legacy(frame, **options)  # type: ignore[arg-type]
+        legacy(frame, max_frame=max_frame, has_token=has_token)
     return refused.value.code, refused.value.message
 
 
