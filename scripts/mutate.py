@@ -596,8 +596,8 @@ M = [
     (
         "empty data published",
         "aiocoord/recipes/config/trigger.py",
-        "        if not self.allow_empty and not request.data.strip():",
-        "        if False:",
+        "    if not allow_empty and not request.data.strip():",
+        "    if False:",
         [
             R + "test_config_trigger.py::test_empty_data_is_refused_in_every_form",
             S + "test_config_services.py::test_trigger_and_config_commands",
@@ -606,15 +606,15 @@ M = [
     (
         "whitespace-only data published",
         "aiocoord/recipes/config/trigger.py",
-        "        if not self.allow_empty and not request.data.strip():",
-        "        if not self.allow_empty and not request.data:",
+        "    if not allow_empty and not request.data.strip():",
+        "    if not allow_empty and not request.data:",
         [R + "test_config_trigger.py::test_empty_data_is_refused_in_every_form"],
     ),
     (
         "trigger allow_empty ignored",
         "aiocoord/recipes/config/trigger.py",
-        "        if not self.allow_empty and not request.data.strip():",
-        "        if not request.data.strip():",
+        "    if not allow_empty and not request.data.strip():",
+        "    if not request.data.strip():",
         [R + "test_config_trigger.py::test_empty_data_is_published_when_allowed"],
     ),
     (

@@ -4,6 +4,10 @@ against its own unit tests, in a scratch copy of the working tree. Prints the sc
 every survivor is either listed in ``EQUIVALENT`` with the reason it cannot change behaviour, or
 reported (exit 1). Not part of CI. Arguments: run only the modules whose path contains one.
 
+A module whose other code needs a server is scored on the named functions only (the pure ones its
+unit tests cover): mutmut names each mutant after its function (``x__plan__mutmut_3``, a method
+``xǁ_Redoǁcharged__mutmut_1``), so the mutants of the other functions are left out of the count.
+
 Curated mutations of the code that needs a server (the session, the recipes) are `make mutate`.
 """
 
@@ -20,13 +24,37 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 MUTMUT = Path(sys.executable).with_name("mutmut")
+SEP = "xǁ"  # how mutmut prefixes a method's mutants (xǁClassǁmethod__mutmut_N)
 
-#: (module, the unit tests that cover it): none of them starts ZooKeeper
-MODULES = [
-    ("aiocoord/transport/state.py", ["tests/transport/test_state.py"]),
-    ("aiocoord/transport/paths.py", ["tests/transport/test_units.py"]),
-    ("aiocoord/transport/jute.py", ["tests/transport/test_units.py"]),
-    ("aiocoord/transport/codec.py", ["tests/transport/test_units.py"]),
+#: the dispatcher's planning: pure functions over its records, and the pure helpers they call.
+#: ``Move`` and ``_Plan`` are plain dataclasses, and mutmut makes no mutant of a property
+#: (``_WorkerView.free``, ``_Redo.charged``) nor of a path made by an f-string (``_Paths``):
+#: the planning tests cover those through ``_plan``.
+PLANNING = frozenset({
+    "_plan", "_placements", "_assign_op", "_refused_move", "_requeue", "_retries", "_until_due",
+    "_retry_delay", "_parse_worker",
+})  # fmt: skip
+
+#: the trigger's parsing of a legacy ``CMD|DATA`` request, of a framed JSON request and of an
+#: ``ERR`` reply line, and the checks every request passes before its handler
+FRAME_PARSING = frozenset({
+    "_parse_legacy", "_parse_framed", "_check_request", "_error_line", "_is_loopback",
+    "TriggerError.__init__", "_WithId.__init__", "TriggerServer.check_address",
+})  # fmt: skip
+
+#: (module, the unit tests that cover it, the functions scored: None for all): none of these
+#: tests starts ZooKeeper
+MODULES: list[tuple[str, list[str], frozenset[str] | None]] = [
+    ("aiocoord/transport/state.py", ["tests/transport/test_state.py"], None),
+    ("aiocoord/transport/paths.py", ["tests/transport/test_units.py"], None),
+    ("aiocoord/transport/jute.py", ["tests/transport/test_units.py"], None),
+    ("aiocoord/transport/codec.py", ["tests/transport/test_units.py"], None),
+    ("aiocoord/recipes/tasks.py", ["tests/recipes/test_dispatch_planning.py"], PLANNING),
+    (
+        "aiocoord/recipes/config/trigger.py",
+        ["tests/recipes/test_trigger_parsing.py"],
+        FRAME_PARSING,
+    ),
 ]
 
 #: (module, removed line, added line) -> why the mutant behaves exactly as the original
@@ -111,6 +139,51 @@ EQUIVALENT: dict[tuple[str, str, str], str] = {
         "_, timeout_ms, session_id = CONNECTED_HEAD.unpack_from(data, 0)",
         "_, timeout_ms, session_id = CONNECTED_HEAD.unpack_from(data, )",
     ): "the offset defaults to 0",
+    (
+        "aiocoord/recipes/tasks.py",
+        "if failures < 1 or first <= 0:",
+        "if failures < 1 or first < 0:",
+    ): "with first == 0 the delay is min(0.0, cap): 0.0, as a Dispatcher refuses a negative cap",
+    (
+        "aiocoord/recipes/tasks.py",
+        'info = codec.loads_object(data, what="worker node")',
+        "info = codec.loads_object(data, what=None)",
+    ): "the DecodeError is caught on the next lines: its message (which names what) is never read",
+    (
+        "aiocoord/recipes/tasks.py",
+        'info = codec.loads_object(data, what="worker node")',
+        "info = codec.loads_object(data, )",
+    ): "the DecodeError is caught on the next lines: its message (which names what) is never read",
+    (
+        "aiocoord/recipes/tasks.py",
+        'info = codec.loads_object(data, what="worker node")',
+        'info = codec.loads_object(data, what="XXworker nodeXX")',
+    ): "the DecodeError is caught on the next lines: its message (which names what) is never read",
+    (
+        "aiocoord/recipes/tasks.py",
+        'info = codec.loads_object(data, what="worker node")',
+        'info = codec.loads_object(data, what="WORKER NODE")',
+    ): "the DecodeError is caught on the next lines: its message (which names what) is never read",
+    (
+        "aiocoord/recipes/tasks.py",
+        'return max(0, capacity), bool(info.get("draining", False))',
+        'return max(0, capacity), bool(info.get("draining", None))',
+    ): "bool() of a missing draining is False either way",
+    (
+        "aiocoord/recipes/tasks.py",
+        'return max(0, capacity), bool(info.get("draining", False))',
+        'return max(0, capacity), bool(info.get("draining", ))',
+    ): "bool() of a missing draining is False either way",
+    (
+        "aiocoord/recipes/config/trigger.py",
+        'cmd = head.decode("ascii")',
+        'cmd = head.decode("ASCII")',
+    ): "codec names are looked up case-insensitively: the same codec",
+    (
+        "aiocoord/recipes/config/trigger.py",
+        'text = line.decode("utf-8")',
+        'text = line.decode("UTF-8")',
+    ): "codec names are looked up case-insensitively: the same codec",
 }
 
 
@@ -121,6 +194,16 @@ def _diff(name: str, cwd: Path) -> tuple[str, str]:
     removed = [ln[1:].strip() for ln in shown.splitlines() if re.match(r"-[^-]", ln)]
     added = [ln[1:].strip() for ln in shown.splitlines() if re.match(r"\+[^+]", ln)]
     return " / ".join(removed), " / ".join(added)
+
+
+def function_of(mutant: str) -> str:
+    """The function a mutant was made from: ``name`` or ``Class.method``."""
+    mangled = re.sub(r"__mutmut_\d+$", "", mutant).rpartition(".")[2]
+    if mangled.startswith(SEP):
+        cls, _, method = mangled[len(SEP) :].partition(SEP[-1])
+        return f"{cls}.{method}"
+    assert mangled.startswith("x_"), mutant
+    return mangled[2:]
 
 
 def _scratch(into: Path) -> None:
@@ -139,7 +222,11 @@ def _scratch(into: Path) -> None:
             shutil.copy2(src, into / name)
 
 
-def run(module: str, tests: list[str]) -> tuple[dict[str, int], list[tuple[str, str, str]]]:
+def run(
+    module: str, tests: list[str], functions: frozenset[str] | None
+) -> tuple[dict[str, int], list[tuple[str, str, str]], set[str]]:
+    """The mutants' statuses (counted), the survivors (name, removed, added) and the functions
+    that had mutants, of ``functions`` only when given."""
     with tempfile.TemporaryDirectory(prefix="aiocoord-mutmut-") as tmp:
         work = Path(tmp)
         _scratch(work)
@@ -156,25 +243,33 @@ def run(module: str, tests: list[str]) -> tuple[dict[str, int], list[tuple[str, 
         ).stdout
         counts: dict[str, int] = {}
         survivors = []
+        seen: set[str] = set()
         for line in listed.splitlines():
             name, _, status = line.strip().rpartition(": ")
             if not name:
                 continue
+            if functions is not None and function_of(name) not in functions:
+                continue
+            seen.add(function_of(name))
             counts[status] = counts.get(status, 0) + 1
             if status in ("survived", "no tests"):
                 removed, added = _diff(name, work)
                 survivors.append((name, removed, added))
-        return counts, survivors
+        return counts, survivors, seen
 
 
 def main(filters: list[str]) -> int:
     table = []
     unexplained = 0
     report: dict[str, object] = {}
-    for module, tests in MODULES:
+    for module, tests, functions in MODULES:
         if filters and not any(f in module for f in filters):
             continue
-        counts, survivors = run(module, tests)
+        counts, survivors, seen = run(module, tests, functions)
+        missing = sorted((functions or frozenset()) - seen)
+        if missing:  # renamed or gone: the score would silently leave them out
+            print(f"NO MUTANTS in {module} for {', '.join(missing)}")
+            unexplained += len(missing)
         total = sum(counts.values())
         killed = counts.get("killed", 0) + counts.get("timeout", 0)
         equivalent = [s for s in survivors if (module, s[1], s[2]) in EQUIVALENT]

@@ -4,17 +4,23 @@ refused batch go back. These are pure functions over the dispatcher's records.""
 
 from __future__ import annotations
 
+import math
 from collections import Counter
+
+import pytest
 
 from aiocoord import Op, TaskState
 from aiocoord.recipes.tasks import (
     Move,
+    _parse_worker,
     _Paths,
     _placements,
     _plan,
     _Redo,
     _refused_move,
     _requeue,
+    _retry_delay,
+    _until_due,
     _WorkerView,
 )
 
@@ -163,3 +169,98 @@ def test_an_op_index_outside_the_batch_refuses_no_move() -> None:
     batch, _, _ = plan([], tasks(2), views(w=2))
     assert _refused_move(batch, -1) is None and _refused_move(batch, 4) is None
     assert _requeue(batch, None).pending == tuple(tasks(2))
+
+
+# -- retry delay and worker records ------------------------------------------------------------
+def test_retry_delay_doubles_from_the_first_failure_up_to_its_cap() -> None:
+    assert [_retry_delay(n, 1.0, 5.0) for n in range(-1, 5)] == [0.0, 0.0, 1.0, 2.0, 4.0, 5.0]
+    assert _retry_delay(2, 0.5, 60.0) == 1.0
+    assert _retry_delay(3, 0.0, 60.0) == 0.0 and _retry_delay(3, -1.0, 60.0) == 0.0
+    # the exponent stops at 64 (2.0 ** 10_000 would overflow), below an unbounded cap
+    assert _retry_delay(10_000, 1.0, 60.0) == 60.0
+    assert _retry_delay(10_000, 1.0, math.inf) == 2.0**64
+    assert _retry_delay(65, 1.0, math.inf) == 2.0**64
+
+
+@pytest.mark.parametrize(
+    ("data", "parsed"),
+    [
+        (b'{"capacity": 3}', (3, False)),
+        (b'{"capacity": 2, "draining": true}', (2, True)),
+        (b'{"draining": true}', (1, True)),
+        (b"{}", (1, False)),
+        (b'{"capacity": 0}', (0, False)),
+        (b'{"capacity": -2}', (0, False)),
+        (b'{"capacity": "4"}', (4, False)),
+        (b'{"capacity": "many"}', (1, False)),  # ValueError
+        (b'{"capacity": null, "draining": true}', (1, False)),  # TypeError
+        (b"", (1, False)),  # a script's worker: no JSON
+        (b"worker", (1, False)),
+        (b"[3]", (1, False)),
+    ],
+)
+def test_a_worker_node_gives_its_capacity_and_draining(
+    data: bytes, parsed: tuple[int, bool]
+) -> None:
+    assert _parse_worker(data) == parsed
+
+
+def test_a_worker_view_has_no_free_capacity_when_draining_or_full() -> None:
+    view = _WorkerView("w", czxid=1, capacity=2, draining=False)
+    assert view.free == 2
+    view.assigned.update({"task-0000000001", "task-0000000002", "task-0000000003"})
+    assert view.free == 0  # over capacity (it shrank): none, not negative
+    view.assigned.clear()
+    view.draining = True
+    assert view.free == 0
+
+
+def test_a_decision_is_due_at_its_not_before() -> None:
+    redo = failed("task-0000000001", 1, not_before=12.5)
+    assert _until_due(redo, 10.0) == 2.5 and _until_due(redo, 13.0) == -0.5
+
+
+# -- status writes and order within a round ----------------------------------------------------
+def test_a_decision_whose_status_is_unread_creates_it_and_a_read_one_is_set_at_its_version() -> (
+    None
+):
+    orphan = _Redo("task-0000000001", "gone")  # status_version None: not read (or none yet)
+    read = _Redo("task-0000000002", state=TaskState.SCHEDULED, status_version=0)
+    moves, _, _ = plan([orphan, read], [], views(w=2))
+    assert moves[0].ops == (
+        Op.delete("/rpc/assign/gone/task-0000000001"),
+        Op.create("/rpc/tasks/task-0000000001/status", b"schedule"),
+        Op.create("/rpc/assign/w/task-0000000001", b"100"),
+    )
+    assert moves[1].ops == (
+        Op.set_data("/rpc/tasks/task-0000000002/status", b"schedule", 0),  # version 0 is a version
+        Op.create("/rpc/assign/w/task-0000000002", b"100"),
+    )
+
+
+def test_a_dead_task_whose_status_is_unread_is_set_at_any_version() -> None:
+    lost = _Redo("task-0000000001", "gone", "lost", state=TaskState.SCHEDULED, failures=2)
+    (move,), _, _ = plan([lost], [], {})
+    assert move.task == "task-0000000001" and move.worker is None
+    assert move.ops[-1] == Op.set_data("/rpc/tasks/task-0000000001/status", b"dead", -1)
+
+
+def test_every_decision_is_planned_whatever_comes_before_it() -> None:
+    dead = failed("task-0000000001", 3)
+    early = failed("task-0000000002", 1, not_before=10.5)  # a worker is free, but not yet
+    due = failed("task-0000000003", 1)
+    homeless = failed("task-0000000004", 1)  # due, but no worker is left
+    also_dead = failed("task-0000000005", 5)
+    moves, waiting, _ = plan([dead, early, due, homeless, also_dead], [], views(w=1), now=10.0)
+    assert [(m.task, m.worker) for m in moves] == [
+        ("task-0000000001", None), ("task-0000000003", "w"), ("task-0000000005", None),
+    ]  # fmt: skip
+    assert waiting == [early, homeless]
+
+
+def test_the_refused_move_is_found_by_its_first_and_last_op() -> None:
+    batch, _, _ = plan([failed("task-0000000001", 1)], tasks(2, first=5), views(w=4))
+    assert [len(m.ops) for m in batch] == [2, 2, 2]
+    assert [_refused_move(batch, i) for i in range(6)] == [
+        batch[0], batch[0], batch[1], batch[1], batch[2], batch[2],
+    ]  # fmt: skip

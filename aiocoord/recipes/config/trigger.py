@@ -255,27 +255,12 @@ class TriggerServer:
         except TimeoutError:
             writer.write(self._legacy_error(peer, "slow_client", self._slow_message()))
             return
-        if len(frame) > self.max_frame:
-            message = f"request exceeds {self.max_frame} bytes"
-            writer.write(self._legacy_error(peer, "frame_too_large", message))
-            return
-        if self._token is not None:
-            message = "this server requires a token: use the framed JSON mode"
-            writer.write(self._legacy_error(peer, "unauthorized", message))
-            return
-        head, bar, data = bytes(frame).partition(b"|")
-        if not bar:
-            message = "expected CMD|DATA (no '|' in the request)"
-            writer.write(self._legacy_error(peer, "bad_request", message))
-            return
         try:
-            cmd = head.decode("ascii")
-        except UnicodeDecodeError:
-            writer.write(self._legacy_error(peer, "bad_encoding", "the command is not ASCII"))
-            return
-        try:
+            request = _parse_legacy(
+                bytes(frame), peer, max_frame=self.max_frame, has_token=self._token is not None
+            )
             with conn.handling():
-                version = await self._dispatch(TriggerRequest(cmd, data, None, None, None, peer))
+                version = await self._dispatch(request)
         except TriggerError as exc:
             writer.write(self._legacy_error(peer, exc.code, exc.message))
             return
@@ -325,7 +310,7 @@ class TriggerServer:
                 continue
             request_id: Any = None
             try:
-                request = self._parse(line, peer)
+                request = _parse_framed(line, peer, token=self._token)
                 request_id = request.id
                 with conn.handling():
                     version = await self._dispatch(request)
@@ -346,46 +331,8 @@ class TriggerServer:
         reply = {"id": request_id, "ok": False, "code": error.code, "error": error.message}
         writer.write(codec.dumps(reply) + b"\n")
 
-    def _parse(self, line: bytes, peer: str) -> TriggerRequest:
-        try:
-            text = line.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise TriggerError("bad_encoding", f"request is not UTF-8: {exc}") from None
-        try:
-            raw = codec.loads_object(text, what="request")
-        except codec.DecodeError as exc:
-            raise TriggerError("bad_json", str(exc)) from None
-        request_id = raw.get("id")
-        if not isinstance(request_id, str | int | None) or isinstance(request_id, bool):
-            raise TriggerError("bad_request", "id must be a string, an integer or null")
-        token = raw.get("token")
-        if self._token is not None and not (
-            isinstance(token, str) and hmac.compare_digest(token.encode(), self._token)
-        ):
-            raise _WithId(request_id, "unauthorized", "missing or wrong token")
-        fields: dict[str, str | None] = {}
-        for name, required in (("cmd", True), ("data", False), ("path", False), ("key", False)):
-            value = raw.get(name)
-            if value is None and not required:
-                fields[name] = None
-            elif not isinstance(value, str):
-                kind = "missing" if value is None else f"a {type(value).__name__}"
-                raise _WithId(request_id, "bad_request", f"{name!r} must be a string, not {kind}")
-            else:
-                fields[name] = value
-        data = (fields["data"] or "").encode()
-        return TriggerRequest(
-            fields["cmd"] or "", data, fields["path"], fields["key"], request_id, peer
-        )
-
     async def _dispatch(self, request: TriggerRequest) -> str:
-        handler = self._handlers.get(request.cmd)
-        if handler is None:
-            known = ", ".join(sorted(self._handlers))
-            raise _WithId(request.id, "unknown_command", f"{request.cmd!r} (known: {known})")
-        if not self.allow_empty and not request.data.strip():
-            message = f"{request.cmd} without data (empty or only whitespace): nothing to publish"
-            raise _WithId(request.id, "empty_data", message)
+        handler = _check_request(request, self._handlers, allow_empty=self.allow_empty)
         try:
             version = await handler(request)
         except TriggerError as exc:
@@ -402,6 +349,75 @@ class TriggerServer:
         self.counts["ok"] += 1
         log.info("%s from %s: %s (%d bytes)", request.cmd, request.peer, version, len(request.data))
         return version
+
+
+# -- parsing and checks (pure: no I/O) -------------------------------------------------------
+def _parse_legacy(frame: bytes, peer: str, *, max_frame: int, has_token: bool) -> TriggerRequest:
+    """A whole legacy ``CMD|DATA`` request as a request, or the ``TriggerError`` that refuses
+    it: split on the first ``|`` only, the data's bytes kept exactly. ``has_token``: the server
+    requires one, which the line has no room for."""
+    if len(frame) > max_frame:
+        raise TriggerError("frame_too_large", f"request exceeds {max_frame} bytes")
+    if has_token:
+        raise TriggerError("unauthorized", "this server requires a token: use the framed JSON mode")
+    head, bar, data = frame.partition(b"|")
+    if not bar:
+        raise TriggerError("bad_request", "expected CMD|DATA (no '|' in the request)")
+    try:
+        cmd = head.decode("ascii")
+    except UnicodeDecodeError:
+        raise TriggerError("bad_encoding", "the command is not ASCII") from None
+    return TriggerRequest(cmd, data, None, None, None, peer)
+
+
+def _parse_framed(line: bytes, peer: str, *, token: bytes | None) -> TriggerRequest:
+    """One framed JSON request line as a request, or the ``TriggerError`` that refuses it
+    (``_WithId`` once its id is known). ``token``: the one every request must carry, if any."""
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise TriggerError("bad_encoding", f"request is not UTF-8: {exc}") from None
+    try:
+        raw = codec.loads_object(text, what="request")
+    except codec.DecodeError as exc:
+        raise TriggerError("bad_json", str(exc)) from None
+    request_id = raw.get("id")
+    if not isinstance(request_id, str | int | None) or isinstance(request_id, bool):
+        raise TriggerError("bad_request", "id must be a string, an integer or null")
+    given = raw.get("token")
+    if token is not None and not (
+        isinstance(given, str) and hmac.compare_digest(given.encode(), token)
+    ):
+        raise _WithId(request_id, "unauthorized", "missing or wrong token")
+    fields: dict[str, str | None] = {}
+    for name, required in (("cmd", True), ("data", False), ("path", False), ("key", False)):
+        value = raw.get(name)
+        if value is None and not required:
+            fields[name] = None
+        elif not isinstance(value, str):
+            kind = "missing" if value is None else f"a {type(value).__name__}"
+            raise _WithId(request_id, "bad_request", f"{name!r} must be a string, not {kind}")
+        else:
+            fields[name] = value
+    data = (fields["data"] or "").encode()
+    return TriggerRequest(
+        fields["cmd"] or "", data, fields["path"], fields["key"], request_id, peer
+    )
+
+
+def _check_request(
+    request: TriggerRequest, handlers: Mapping[str, TriggerHandler], *, allow_empty: bool
+) -> TriggerHandler:
+    """The handler of ``request``'s command, or the ``_WithId`` that refuses the request: an
+    unknown command, or empty data (none, or only whitespace) unless ``allow_empty``."""
+    handler = handlers.get(request.cmd)
+    if handler is None:
+        known = ", ".join(sorted(handlers))
+        raise _WithId(request.id, "unknown_command", f"{request.cmd!r} (known: {known})")
+    if not allow_empty and not request.data.strip():
+        message = f"{request.cmd} without data (empty or only whitespace): nothing to publish"
+        raise _WithId(request.id, "empty_data", message)
+    return handler
 
 
 async def _linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
