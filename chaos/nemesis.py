@@ -79,20 +79,41 @@ class Nemesis:
         else:
             index = int(fault.target)
         member = self.ensemble.members[index]
+        was_leader = index == await asyncio.to_thread(self.ensemble.leader)
         self.counts[fault.kind] = self.counts.get(fault.kind, 0) + 1
-        self._note("start", fault, member=index)
+        self._note("start", fault, member=index, leader=was_leader)
         if fault.kind in ("member-pause", "member-pause-long"):
             member.pause()
+            self._watch_leader(was_leader, fault)
             try:
                 await asyncio.sleep(fault.duration)
             finally:
                 member.resume()
         else:
             await asyncio.to_thread(member.kill)
+            self._watch_leader(was_leader, fault)
             await asyncio.sleep(fault.duration)
             await asyncio.to_thread(member.restart, wipe=fault.kind == "member-wipe")
         await asyncio.to_thread(self.ensemble.wait_serving, MEMBER_RECOVERY, members=[index])
         self._note("end", fault, member=index)
+
+    def _watch_leader(self, was_leader: bool, fault: Fault) -> None:
+        if was_leader:
+            watch = asyncio.create_task(self._leader_back(fault))
+            self._healing.add(watch)
+            watch.add_done_callback(self._healing.discard)
+
+    async def _leader_back(self, fault: Fault) -> None:
+        """Log when a quorum leader serves again after the leader was hit: until then the
+        ensemble takes no write, and ZooKeeper restarts every session's expiry timer when a new
+        leader takes over, so a dead client's ephemerals outlive it by that long."""
+        deadline = time.monotonic() + MEMBER_RECOVERY
+        while time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+            index = await asyncio.to_thread(self.ensemble.leader)
+            if index is not None:
+                self._note("leader-elected", fault, member=index)
+                return
 
     async def _client(self, fault: Fault) -> None:
         proc = self.procs[fault.target]

@@ -1371,6 +1371,13 @@ M = [
         "            if False:\n                continue",
         [C + "test_a_plan_keeps_a_quorum_and_hits_targets_only_with_their_kinds"],
     ),
+    (
+        "chaos: leader elections not excused",
+        "chaos/workloads/discovery.py",
+        "                if lost <= start + away + bound and elected >= start:",
+        "                if False:",
+        [C + "test_discovery_a_leader_election_restarts_the_bound"],
+    ),
 ]
 
 

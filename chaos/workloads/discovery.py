@@ -42,6 +42,7 @@ class DiscoveryWorkload(Workload):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.health = self.ctx.rundir / "health"
+        self.outages: list[tuple[float, float]] = []
 
     async def setup(self, zk: Client) -> None:
         await zk.ensure_path(f"{SERVICES}/{SERVICE}")
@@ -114,6 +115,7 @@ class DiscoveryWorkload(Workload):
                     suspended[watcher].append((down_since.pop(watcher), e["t"]))
         for watcher, t in down_since.items():
             suspended[watcher].append((t, float("inf")))
+        self.outages = _leader_outages(faults)
         # killed incarnations must leave: "webI:N" must be gone within the bound
         for e in faults:
             if e["f"] == "start" and e["kind"] == "proc-kill" and e["target"].startswith("web"):
@@ -166,7 +168,13 @@ class DiscoveryWorkload(Workload):
             away = sum(
                 max(0.0, min(hi, gone) - max(lo, since)) for lo, hi in suspended.get(watcher, [])
             )
-            late = gone - since - away
+            # while the quorum has no leader nothing can be deleted, and the new leader
+            # restarts every session's expiry timer: the bound runs again from its election
+            start = since
+            for lost, elected in self.outages:
+                if lost <= start + away + bound and elected >= start:
+                    start = max(start, elected)
+            late = gone - start - away
             if late > bound:
                 instance = next(x for x in before[-1] if matches(x))
                 report.violation(
@@ -180,3 +188,16 @@ class DiscoveryWorkload(Workload):
 def _of(target: str, instance: str) -> bool:
     """Whether ``instance`` (``id:incarnation``) is one of ``target``'s incarnations."""
     return instance.split(":")[0] == target
+
+
+def _leader_outages(faults: list[Entry]) -> list[tuple[float, float]]:
+    """When the quorum had no leader: from a fault on the leader to the next leader's election."""
+    outages = []
+    started: dict[tuple[str, str], float] = {}
+    for e in faults:
+        key = (e.get("kind", ""), e.get("target", ""))
+        if e["f"] == "start" and e.get("leader"):
+            started[key] = e["t"]
+        elif e["f"] == "leader-elected" and key in started:
+            outages.append((started.pop(key), e["t"]))
+    return outages

@@ -298,3 +298,22 @@ def test_discovery_an_instance_left_in_a_cache_past_the_bound_is_a_violation(
     log.at(1.0).event("watcher0.1", "view", instances=expected[1:])
     missing = workload.check(log.entries, [], final).violations
     assert any("not every live instance" in v for v in missing)
+
+
+def test_discovery_a_leader_election_restarts_the_bound(tmp_path: Path) -> None:
+    """While the quorum has no leader nothing is deleted, and the new leader restarts every
+    session's timer (ZooKeeper's SessionTrackerImpl): the bound counts from the election."""
+    workload = DiscoveryWorkload(Context(tmp_path, None, 4.0))  # type: ignore[arg-type]
+    expected = sorted(f"web{i}:1" for i in range(4))
+    final = {"expected": expected, "registered": [f"web{i}" for i in range(4)]}
+    log = Log()
+    log.at(1.0).event("watcher0.1", "view", instances=expected)
+    log.at(15.0 + workload.kill_bound - 0.1).event("watcher0.1", "view", instances=expected[1:])
+    log.at(30.0).event("watcher0.1", "view", instances=expected)
+    kill = [fault(10.0, "start", "proc-kill", "web0", incarnation=1)]
+    assert workload.check(log.entries, kill, final).violations != []
+    outage = [
+        fault(12.0, "start", "leader-kill", "leader", leader=True),
+        fault(15.0, "leader-elected", "leader-kill", "leader"),
+    ]
+    assert workload.check(log.entries, kill + outage, final).violations == []
