@@ -1378,6 +1378,20 @@ M = [
         "                if False:",
         [C + "test_discovery_a_leader_election_restarts_the_bound"],
     ),
+    (
+        "only_ours: a look cancelled in flight not owed",
+        "aiocoord/transport/client.py",
+        "            if only_ours:\n                stat = await self._session.submit(Exists(server_path, path, None, False))",
+        "            if only_ours:\n                lost = False\n                stat = await self._session.submit(Exists(server_path, path, None, False))\n                lost = True",
+        [T + "test_owed_deletes.py::test_only_ours_cancelled_during_its_look_owes_the_delete"],
+    ),
+    (
+        "only_ours: the owner not checked",
+        "aiocoord/transport/client.py",
+        "                if stat is None or stat.ephemeral_owner != session:\n                    lost = False",
+        "                if stat is None:\n                    lost = False",
+        [T + "test_owed_deletes.py::test_only_ours_spares_another_sessions_node"],
+    ),
 ]
 
 

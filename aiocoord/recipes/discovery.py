@@ -346,14 +346,10 @@ class Registration:
         # blip never leaves a deregistered instance visible while the session lives on
         with anyio.move_on_after(self._client.negotiated_timeout or 5):
             try:
-                if held != self._client.session_id:
-                    # not known to be ours (re-registering after a lost session, where another
-                    # session may hold the name and is waited out): delete only a node of ours
-                    stat = await self._client.exists(self.path)
-                    if stat is None or stat.ephemeral_owner != self._client.session_id:
-                        log.info("deregistered %s: %s (no node of this session)", self.path, why)
-                        return
-                if await self._client.delete_ephemeral(self.path):
+                # not known to be ours (re-registering after a lost session, where another
+                # session may hold the name and is waited out): delete only a node of ours
+                ours = held == self._client.session_id
+                if await self._client.delete_ephemeral(self.path, only_ours=not ours):
                     log.info("deregistered %s: %s", self.path, why)
                 else:
                     log.warning("deregistering %s: the reply was lost: deleted after the "

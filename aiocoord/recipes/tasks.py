@@ -947,12 +947,10 @@ class Dispatcher:
         if not client.state.live:
             return  # the node goes with the session
         try:
-            stat = await client.exists(self._paths.master)
-            if stat is None or stat.ephemeral_owner != client.session_id:
-                return  # never a successor's node
-            # owed when the reply is lost (or this is cancelled): deleted after the reconnect,
-            # so a blip never leaves the standbys waiting for a master that resigned
-            if await client.delete_ephemeral(self._paths.master):
+            # never a successor's node; owed when a reply is lost (or this is cancelled):
+            # deleted after the reconnect, so a blip never leaves the standbys waiting for a
+            # master that resigned
+            if await client.delete_ephemeral(self._paths.master, only_ours=True):
                 log.info("dispatcher %s: resigned", self.identity)
             else:
                 log.warning("dispatcher %s: resigning: the reply was lost: deleted after the "
@@ -1680,9 +1678,9 @@ class Worker:
                 await self._client.delete_ephemeral(self.path)  # owed, paid only if ours
             elif self._client.state.live:
                 await self._return_unfinished()
-                stat = await self._own_registration()
-                if stat is not None:  # owed when the reply is lost: a stopped worker is not
-                    await self._client.delete_ephemeral(self.path)  # handed tasks
+                # never a replacement's node of our id; owed when a reply is lost: a stopped
+                # worker is not handed tasks
+                await self._client.delete_ephemeral(self.path, only_ours=True)
         log.info("worker %s: stopped (%s)", self.id,
                  ", ".join(f"{k} {v}" for k, v in self.counts.items()))  # fmt: skip
 

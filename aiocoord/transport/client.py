@@ -369,7 +369,7 @@ class Client:
             return
         await self._session.submit(Delete(self._path(path), path, version))
 
-    async def delete_ephemeral(self, path: str) -> bool:
+    async def delete_ephemeral(self, path: str, *, only_ours: bool = False) -> bool:
         """Delete ``path``, an ephemeral node of this session, for sure: True when deleted now
         (or already gone), False when owed. When the outcome is lost (``ConnectionLoss``,
         ``RequestTimeout``, or this call cancelled with the request in flight) the delete is
@@ -377,7 +377,12 @@ class Client:
         done; dropped when the session ends (the node goes with it) and when this client
         creates the path again. Called while disconnected (SUSPENDED), it owes the delete at
         once and returns False. For resigning a candidacy, deregistering, releasing a lock: a
-        blip during the delete never leaves a phantom holder behind."""
+        blip during the delete never leaves a phantom holder behind.
+
+        ``only_ours``: the node may be another session's (a name waited out after a lost
+        session): look first and delete it only when this session owns it (True when it is not
+        ours). A look whose answer is lost owes the delete too: the owed
+        delete checks the owner before it deletes."""
         server_path, session = self._path(path), self.session_id
         if session and self.state is SessionState.SUSPENDED:
             # disconnected, the session perhaps alive: owed now (no wait for a reconnect that
@@ -386,6 +391,11 @@ class Client:
             return False
         lost = True  # until an answer came: also when cancelled with the delete in flight
         try:
+            if only_ours:
+                stat = await self._session.submit(Exists(server_path, path, None, False))
+                if stat is None or stat.ephemeral_owner != session:
+                    lost = False
+                    return True
             await self._session.submit(Delete(server_path, path, -1))
             lost = False
         except NoNode:

@@ -199,3 +199,39 @@ async def test_candidate_cancelled_with_its_create_in_flight_leaves_no_node(
                 proxy.resume()
         assert await zk.children("/election") == []
         assert client.session_id == session
+
+
+async def test_only_ours_cancelled_during_its_look_owes_the_delete(
+    zk_server: ZooKeeperServer, namespace: str, zk: Client
+) -> None:
+    """A deregistration that must not delete another session's node looks first; cancelled with
+    that look in flight (a deregistration bounded in time, on a stalled link), the delete is
+    owed all the same (the owed delete checks the owner), so a blip never leaves a
+    deregistered node behind while the session lives on."""
+    async with through_proxy(zk_server, namespace) as (proxy, client):
+        await client.create("/node", ephemeral=True)
+        session = client.session_id
+        proxy.stall()
+        with anyio.fail_after(20):
+            with anyio.move_on_after(0.5):
+                await client.delete_ephemeral("/node", only_ours=True)
+            assert proxy.held_requests > 0  # the look was sent, and held
+            proxy.cut()
+            proxy.resume()
+            await eventually_async(gone(zk, "/node"), timeout=15)
+        assert client.session_id == session
+        assert not client._session.owed
+
+
+async def test_only_ours_spares_another_sessions_node(
+    zk_server: ZooKeeperServer, namespace: str, zk: Client
+) -> None:
+    async with through_proxy(zk_server, namespace) as (_, client):
+        await zk.create("/node", ephemeral=True)
+        with anyio.fail_after(10):
+            assert await client.delete_ephemeral("/node", only_ours=True)  # nothing of ours
+        await stays(zk, "/node", zk.session_id, seconds=0.5)
+        await client.create("/mine", ephemeral=True)
+        with anyio.fail_after(10):
+            assert await client.delete_ephemeral("/mine", only_ours=True)
+        assert await zk.exists("/mine") is None
