@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import argparse
+import base64
 import datetime
 import logging
 import os
@@ -56,11 +57,20 @@ class Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
         #: (dest, option name) of the options required under any spelling
         self.required_options: list[tuple[str, str]] = []
+        #: where what follows ``--`` goes (a command to run), if this parser takes one: split off
+        #: before parsing, so options and positionals may come before it in any order
+        self.command_dest: str | None = None
 
     def parse_known_args(  # type: ignore[override]
         self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
     ) -> tuple[argparse.Namespace, list[str]]:
+        command: list[str] = []
+        if self.command_dest is not None and args is not None and "--" in args:
+            at = list(args).index("--")
+            args, command = list(args)[:at], list(args)[at + 1 :]
         parsed, extras = super().parse_known_args(args, namespace)
+        if self.command_dest is not None:
+            setattr(parsed, self.command_dest, command)
         missing = [name for dest, name in self.required_options if getattr(parsed, dest) is None]
         if missing:
             self.error("the following arguments are required: " + ", ".join(missing))
@@ -284,6 +294,15 @@ def print_json(value: object) -> None:
     """One JSON line on stdout, flushed (for scripts reading as it comes)."""
     sys.stdout.write(codec.dumps(value).decode() + "\n")
     sys.stdout.flush()
+
+
+def data_fields(data: bytes) -> dict[str, str]:
+    """Bytes for a JSON object: ``{"data": TEXT, "encoding": "utf-8"}``, or base64 when the bytes
+    are not UTF-8."""
+    try:
+        return {"data": data.decode(), "encoding": "utf-8"}
+    except UnicodeDecodeError:
+        return {"data": base64.b64encode(data).decode(), "encoding": "base64"}
 
 
 def read_data_argument(value: str) -> bytes:
