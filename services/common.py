@@ -60,6 +60,9 @@ class Parser(argparse.ArgumentParser):
         #: where what follows ``--`` goes (a command to run), if this parser takes one: split off
         #: before parsing, so options and positionals may come before it in any order
         self.command_dest: str | None = None
+        #: (with no COMMAND, with a word that is not a COMMAND): the subcommands they mean, for
+        #: a parser whose old spellings are ``cmd [options]`` and ``cmd ARG...``
+        self.default_commands: tuple[str, str] | None = None
 
     def parse_known_args(  # type: ignore[override]
         self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
@@ -68,6 +71,8 @@ class Parser(argparse.ArgumentParser):
         if self.command_dest is not None and args is not None and "--" in args:
             at = list(args).index("--")
             args, command = list(args)[:at], list(args)[at + 1 :]
+        if self.default_commands is not None and args is not None:
+            args = self._command_first(list(args), *self.default_commands)
         parsed, extras = super().parse_known_args(args, namespace)
         if self.command_dest is not None:
             setattr(parsed, self.command_dest, command)
@@ -75,6 +80,25 @@ class Parser(argparse.ArgumentParser):
         if missing:
             self.error("the following arguments are required: " + ", ".join(missing))
         return parsed, extras
+
+    def _command_first(self, args: list[str], bare: str, other: str) -> list[str]:
+        """``args`` with the COMMAND word first, so that its parser parses every option (a
+        subcommand's defaults would override what this parser parsed): ``bare`` when there is
+        no word, ``other`` before them all when the first word is not a COMMAND."""
+        if "_ARGCOMPLETE" in os.environ:  # completing: leave the words where the user put them
+            return args
+        commands = next(a for a in self._actions if isinstance(a, argparse._SubParsersAction))
+        with_value = {o for a in commands.choices[bare]._actions if a.nargs != 0
+                      for o in a.option_strings}  # fmt: skip
+        skip = False
+        for at, arg in enumerate(args):
+            if skip or arg.startswith("-"):
+                skip = not skip and arg in with_value
+                continue
+            if arg in commands.choices:
+                return [arg, *args[:at], *args[at + 1 :]]
+            return [other, *args]
+        return args if {"-h", "--help"} & set(args) else [bare, *args]
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
