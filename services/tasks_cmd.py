@@ -140,24 +140,23 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
                     help="task ids (task-NNNNNNNNNN)")  # fmt: skip
     st.set_defaults(func=tasks_main)
 
-    r = t_sub.add_parser(
-        "result", help="print a finished task's result",
-        description="Print TASK's result as it is (exit 1 when it is dead, cancelled, unknown, "
-        "or not finished: --wait waits for it).",
-    )  # fmt: skip
-    _add_tasks_options(r, 'print {"id", "result"} (the result as text, or base64: "encoding")')
-    _add_wait_options(r, "wait until the task is finished")
-    r.add_argument("task_id", type=task_id, metavar="TASK", help="the task id")
-    r.set_defaults(func=admin_main, action=_result)
+    def one_task(name: str, help: str, description: str, json_help: str) -> argparse.ArgumentParser:
+        parser = t_sub.add_parser(name, help=help, description=description)
+        _add_tasks_options(parser, json_help)
+        parser.add_argument("task_id", type=task_id, metavar="TASK", help="the task id")
+        return parser
 
-    x = t_sub.add_parser(
-        "cancel", help="cancel a pending or running task",
-        description="Cancel TASK: a pending task never runs; a running one's worker is told "
-        "(its assignment goes) and its outcome is discarded. Either way the task ends "
-        "cancelled, so a waiter learns it. Exit 1 when it had finished already.",
-    )  # fmt: skip
-    _add_tasks_options(x, 'print {"id", "cancelled": true}')
-    x.add_argument("task_id", type=task_id, metavar="TASK", help="the task id")
+    r = one_task("result", "print a finished task's result",
+                 "Print TASK's result as it is (exit 1 when it is dead, cancelled, unknown, or "
+                 "not finished: --wait waits for it).",
+                 'print {"id", "data", "encoding"} (the result as text, or base64)')  # fmt: skip
+    _add_wait_options(r, "wait until the task is finished")
+    r.set_defaults(func=admin_main, action=_result)
+    x = one_task("cancel", "cancel a pending or running task",
+                 "Cancel TASK: a pending task never runs; a running one's worker is told (its "
+                 "assignment goes) and its outcome is discarded. Either way the task ends "
+                 "cancelled, so a waiter learns it. Exit 1 when it had finished already.",
+                 'print {"id", "cancelled": true}')  # fmt: skip
     x.set_defaults(func=admin_main, action=_cancel)
 
     d = t_sub.add_parser(

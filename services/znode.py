@@ -74,13 +74,6 @@ def add_parsers(zk_sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 
     create = command("create", "create a persistent znode", 'print {"path": CREATED}')
     _add_data(create, required=False)
-    create.add_argument("--parents", action="store_true",
-                        help="create missing parents too (as empty persistent nodes)")  # fmt: skip
-    create.add_argument(
-        "--sequential",
-        action="store_true",
-        help="append a sequence number to the name; the path made is printed",
-    )
     create.set_defaults(func=main, action=_create)
 
     ls = command("ls", "list a znode's children, one per line", 'print {"path", "children"}')
@@ -91,18 +84,19 @@ def add_parsers(zk_sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     tree.set_defaults(func=main, action=_tree)
 
     rm = command("rm", "delete a znode", 'print {"path", "deleted": NODES} (how many went)')
-    rm.add_argument("--recursive", action="store_true",
-                    help="delete its subtree too (asks first on a terminal)")  # fmt: skip
-    rm.add_argument(
-        "--yes",
-        action="store_true",
-        help="with --recursive: do not ask (needed when stdin is not a terminal)",
-    )
     rm.add_argument(
         "--version", type=int, default=-1, metavar="N",
         help="delete only if the node's data version is N (not with --recursive)",
     )  # fmt: skip
     rm.set_defaults(func=main, action=_rm)
+
+    for parser, flag, help in (
+        (create, "--parents", "create missing parents too (as empty persistent nodes)"),
+        (create, "--sequential", "append a sequence number to the name; the path made is printed"),
+        (rm, "--recursive", "delete its subtree too (asks first on a terminal)"),
+        (rm, "--yes", "with --recursive: do not ask (needed when stdin is not a terminal)"),
+    ):
+        parser.add_argument(flag, action="store_true", help=help)
 
     stat = command("stat", "print a znode's Stat fields, one per line",
                    "print the Stat fields as one JSON object")  # fmt: skip

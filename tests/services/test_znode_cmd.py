@@ -7,7 +7,6 @@ import base64
 import json
 import os
 import pty
-import signal
 import subprocess
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -20,26 +19,20 @@ import pytest
 from aiocoord import Client
 from aiocoord.testing import TcpProxy, ZooKeeperServer
 from tests.helpers import eventually, read_line
-from tests.services.processes import aiocoord_cmd
+from tests.services.processes import aiocoord_cmd, stop
 from tests.services.test_cli_contract import one_line_error
 
 
 @asynccontextmanager
 async def watching(log: Path, *args: str) -> AsyncIterator[anyio.abc.Process]:
-    """``aiocoord zk watch ARGS`` (stdout piped, stderr to ``log``); SIGTERM, and exit 0, when
-    the block ends (SIGKILL if it does not within 30 s)."""
+    """``aiocoord zk watch ARGS`` (stdout piped, stderr to ``log``), stopped when the block ends:
+    SIGTERM makes it exit 0."""
     with log.open("ab") as err:
         async with await anyio.open_process(aiocoord_cmd("zk", "watch", *args), stderr=err) as proc:
             try:
                 yield proc
             finally:
-                with anyio.CancelScope(shield=True):
-                    proc.send_signal(signal.SIGTERM)
-                    with anyio.move_on_after(30):
-                        await proc.wait()
-                    if proc.returncode is None:
-                        proc.kill()
-                        await proc.wait()
+                await stop(proc)
     assert proc.returncode == 0, Path.read_text(log)
 
 
