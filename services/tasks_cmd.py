@@ -110,7 +110,11 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     add_session_options(s, one_shot=True)
     _add_root(s)
     _add_wait_options(s, "wait for the result and print it")
-    add_json_option(s, 'print {"id": TASK} (with --wait {"id", "result"}, the result as text)')
+    add_json_option(
+        s,
+        'print {"id": TASK} (with --wait {"id", "result", "encoding"}, the result '
+        "as text, or base64 when it is not UTF-8)",
+    )
     s.add_argument("data", metavar="DATA", help="the payload; - reads stdin, @FILE a file")
     s.set_defaults(func=submit_main)
 
@@ -149,7 +153,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     r = one_task("result", "print a finished task's result",
                  "Print TASK's result as it is (exit 1 when it is dead, cancelled, unknown, or "
                  "not finished: --wait waits for it).",
-                 'print {"id", "data", "encoding"} (the result as text, or base64)')  # fmt: skip
+                 'print {"id", "result", "encoding"} (the result as text, or base64)')  # fmt: skip
     _add_wait_options(r, "wait until the task is finished")
     r.set_defaults(func=admin_main, action=_result)
     x = one_task("cancel", "cancel a pending or running task",
@@ -340,7 +344,8 @@ async def _print_result(args: argparse.Namespace, handle: aiocoord.TaskHandle) -
     except aiocoord.TaskFailed as exc:
         raise CommandError(str(exc), hint="`aiocoord tasks dead` shows the traceback") from exc
     if args.json:
-        print_json({"id": handle.id, **data_fields(result)})
+        shown = data_fields(result)  # "result", as ``submit --wait --json`` always said
+        print_json({"id": handle.id, "result": shown["data"], "encoding": shown["encoding"]})
         return
     sys.stdout.buffer.write(result)
     if result and not result.endswith(b"\n") and sys.stdout.isatty():

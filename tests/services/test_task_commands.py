@@ -113,7 +113,7 @@ async def test_result_cancel_dead_requeue_purge(
         done = await run_tasks("result", fine.id, "--wait", "--timeout", "30", *session)
         assert (done.returncode, done.stdout, done.stderr) == (0, "FINE", "")
         as_json = await run_tasks("result", fine.id, "--json", *session)
-        assert json.loads(as_json.stdout) == {"id": fine.id, "data": "FINE", "encoding": "utf-8"}
+        assert json.loads(as_json.stdout) == {"id": fine.id, "result": "FINE", "encoding": "utf-8"}
 
         boom = await queue.submit(b"boom")
         failed = await run_tasks("result", boom.id, "--wait", "--timeout", "30", *session)
