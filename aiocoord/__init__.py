@@ -38,12 +38,14 @@ from .recipes.discovery import (
 )
 from .recipes.election import Candidate, Election, FencingToken, LeadershipLost, Term
 from .recipes.tasks import (
+    DeadTask,
     Dispatcher,
     Task,
     TaskCancelled,
     TaskFailed,
     TaskHandle,
     TaskHandler,
+    TaskNotDead,
     TaskQueue,
     TaskState,
     UnknownTask,
@@ -125,6 +127,7 @@ __all__ = [
     "ConnectionLoss",
     "CoordError",
     "CreateResult",
+    "DeadTask",
     "DecodeError",
     "DeleteResult",
     "Dispatcher",
@@ -177,6 +180,7 @@ __all__ = [
     "TaskFailed",
     "TaskHandle",
     "TaskHandler",
+    "TaskNotDead",
     "TaskQueue",
     "TaskState",
     "Term",

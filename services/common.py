@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import argparse
+import base64
 import datetime
 import logging
 import os
@@ -56,15 +57,48 @@ class Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
         #: (dest, option name) of the options required under any spelling
         self.required_options: list[tuple[str, str]] = []
+        #: where what follows ``--`` goes (a command to run), if this parser takes one: split off
+        #: before parsing, so options and positionals may come before it in any order
+        self.command_dest: str | None = None
+        #: (with no COMMAND, with a word that is not a COMMAND): the subcommands they mean, for
+        #: a parser whose old spellings are ``cmd [options]`` and ``cmd ARG...``
+        self.default_commands: tuple[str, str] | None = None
 
     def parse_known_args(  # type: ignore[override]
         self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
     ) -> tuple[argparse.Namespace, list[str]]:
+        command: list[str] = []
+        if self.command_dest is not None and args is not None and "--" in args:
+            at = list(args).index("--")
+            args, command = list(args)[:at], list(args)[at + 1 :]
+        if self.default_commands is not None and args is not None:
+            args = self._command_first(list(args), *self.default_commands)
         parsed, extras = super().parse_known_args(args, namespace)
+        if self.command_dest is not None:
+            setattr(parsed, self.command_dest, command)
         missing = [name for dest, name in self.required_options if getattr(parsed, dest) is None]
         if missing:
             self.error("the following arguments are required: " + ", ".join(missing))
         return parsed, extras
+
+    def _command_first(self, args: list[str], bare: str, other: str) -> list[str]:
+        """``args`` with the COMMAND word first, so that its parser parses every option (a
+        subcommand's defaults would override what this parser parsed): ``bare`` when there is
+        no word, ``other`` before them all when the first word is not a COMMAND."""
+        if "_ARGCOMPLETE" in os.environ:  # completing: leave the words where the user put them
+            return args
+        commands = next(a for a in self._actions if isinstance(a, argparse._SubParsersAction))
+        with_value = {o for a in commands.choices[bare]._actions if a.nargs != 0
+                      for o in a.option_strings}  # fmt: skip
+        skip = False
+        for at, arg in enumerate(args):
+            if skip or arg.startswith("-"):
+                skip = not skip and arg in with_value
+                continue
+            if arg in commands.choices:
+                return [arg, *args[:at], *args[at + 1 :]]
+            return [other, *args]
+        return args if {"-h", "--help"} & set(args) else [bare, *args]
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
@@ -284,6 +318,15 @@ def print_json(value: object) -> None:
     """One JSON line on stdout, flushed (for scripts reading as it comes)."""
     sys.stdout.write(codec.dumps(value).decode() + "\n")
     sys.stdout.flush()
+
+
+def data_fields(data: bytes) -> dict[str, str]:
+    """Bytes for a JSON object: ``{"data": TEXT, "encoding": "utf-8"}``, or base64 when the bytes
+    are not UTF-8."""
+    try:
+        return {"data": data.decode(), "encoding": "utf-8"}
+    except UnicodeDecodeError:
+        return {"data": base64.b64encode(data).decode(), "encoding": "base64"}
 
 
 def read_data_argument(value: str) -> bytes:

@@ -10,13 +10,19 @@ import threading
 
 from aiocoord.testing import PortInUse, ZooKeeperEnsemble, ZooKeeperNotFound, ZooKeeperServer
 
+from . import znode
 from .common import CommandError, add_json_option, print_json
 
 log = logging.getLogger("aiocoord.zk")
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    zk = sub.add_parser("zk", help="run a local ZooKeeper server or ensemble")
+    zk = sub.add_parser(
+        "zk",
+        help="a local ZooKeeper server or ensemble, and the znode commands",
+        description="start: a local ZooKeeper; get, set, create, ls, tree, rm, stat, watch: "
+        "read and write znodes.",
+    )
     zk_sub = zk.add_subparsers(dest="zk_command", required=True, metavar="COMMAND")
     start = zk_sub.add_parser(
         "start",
@@ -40,6 +46,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )  # fmt: skip
     add_json_option(start, 'print {"hosts": HOSTS} instead of the bare connect string')
     start.set_defaults(func=run_start)
+    znode.add_parsers(zk_sub)
 
 
 def run_start(args: argparse.Namespace) -> int:

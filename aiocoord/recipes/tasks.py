@@ -15,6 +15,9 @@ Znode layout (the ``/rpc`` tree older kazoo/zkpython scripts use; ``root`` defau
     <root>/tasks/<task>/result        the result bytes, created together with status "done"
     <root>/tasks/<task>/error-<10 d>  one per failed attempt (the error text): their count is the
                                       number of failures; the last one is the reason of "dead"
+    <root>/tasks/<task>/traceback-<10 d>  the handler's traceback of the failure recorded in
+                                      error-<N>: created in the same multi(), right after it, so
+                                      its number is N+1 (a loss recorded by the dispatcher has none)
     <root>/submitting/<uuid>.marker   EPHEMERAL, created with a task by ``TaskQueue.submit`` (the
                                       same multi(), so the same zxid) to learn whether a submit
                                       whose reply was lost was applied; deleted in the next submit's
@@ -34,6 +37,13 @@ session timeout, presumed dead) cannot complete it, even when the task went to a
 the same worker id at the same path. Tasks run at least once and complete exactly once. A
 completion refused while the task is still the worker's (a stray ``result``) is a failed attempt.
 A failed task waits ``retry_delay``, doubled per further failure, before its next attempt.
+
+Administration (``TaskHandle.cancel()``, ``requeue()``, ``purge()``) writes under the same rules:
+each is one multi() at the status version it read, so it and a concurrent move or completion
+cannot both apply. A cancelled task is finished (``cancelled``), whether it was pending or
+assigned: its worker's completion is refused. A dead task is requeued as a new task (a new id,
+the same payload, fresh attempts) created in the multi() that deletes the dead one, which the
+dispatcher sees as any submit; purged, it is deleted.
 
 SUSPENDED: the dispatcher keeps its state (its writes are fenced, and wait for the reconnect);
 workers keep running their tasks. RECONNECTED: the dispatcher re-reads everything (cheap next to
@@ -74,6 +84,7 @@ import os
 import re
 import socket
 import time
+import traceback
 import uuid
 from collections import deque
 from collections.abc import (
@@ -119,12 +130,14 @@ from ..transport.types import (
 from ._session import RETRYABLE, Wakeup, hold_ephemeral, listening, pipelined
 
 __all__ = [
+    "DeadTask",
     "Dispatcher",
     "Task",
     "TaskCancelled",
     "TaskFailed",
     "TaskHandle",
     "TaskHandler",
+    "TaskNotDead",
     "TaskQueue",
     "TaskState",
     "UnknownTask",
@@ -172,13 +185,15 @@ class UnknownTask(CoordError):
 
 
 class TaskFailed(CoordError):
-    """The task is dead: it failed ``attempts`` times; ``error`` is the last failure."""
+    """The task is dead: it failed ``attempts`` times; ``error`` is the last failure, and
+    ``traceback`` its handler's traceback ("" when it has none: a lost worker, an older worker)."""
 
-    def __init__(self, task_id: str, error: str, attempts: int) -> None:
+    def __init__(self, task_id: str, error: str, attempts: int, traceback: str = "") -> None:
         super().__init__(f"{task_id} failed {attempts} time(s); last error: {error}")
         self.task_id = task_id
         self.error = error
         self.attempts = attempts
+        self.traceback = traceback
 
 
 class TaskCancelled(TaskFailed):
@@ -189,6 +204,26 @@ class TaskCancelled(TaskFailed):
         self.task_id = task_id
         self.error = "cancelled"
         self.attempts = 0
+        self.traceback = ""
+
+
+class TaskNotDead(CoordError):
+    """Only a dead task can be requeued or purged; ``state`` is where this one is."""
+
+    def __init__(self, task_id: str, state: TaskState) -> None:
+        super().__init__(f"{task_id} is {state.label}, not dead")
+        self.task_id = task_id
+        self.state = state
+
+
+@dataclass(frozen=True, slots=True)
+class DeadTask:
+    """A dead task: how often it failed, its last error and that failure's traceback."""
+
+    id: str
+    attempts: int
+    error: str
+    traceback: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,6 +263,9 @@ class _Paths:
 
     def error(self, task_id: str) -> str:
         return f"{self.tasks}/{task_id}/error-"
+
+    def traceback(self, task_id: str) -> str:
+        return f"{self.tasks}/{task_id}/traceback-"
 
     def worker(self, worker_id: str) -> str:
         return f"{self.workers}/{worker_id}"
@@ -281,14 +319,29 @@ async def _read_status(client: Client, paths: _Paths, task_id: str) -> tuple[Tas
 
 async def _errors(client: Client, paths: _Paths, task_id: str) -> tuple[int, str]:
     """How often the task failed, and the last error."""
-    names = sorted(n for n in await client.children(paths.task(task_id)) if n.startswith("error-"))
+    failure = await _failure(client, paths, task_id, with_traceback=False)
+    return failure.attempts, failure.error
+
+
+async def _failure(
+    client: Client, paths: _Paths, task_id: str, *, with_traceback: bool = True
+) -> DeadTask:
+    """The task's failures: their count, the last error and (``with_traceback``) the traceback
+    recorded with it (``traceback-<N+1>`` of ``error-<N>``)."""
+    children = set(await client.children(paths.task(task_id)))
+    names = sorted(n for n in children if n.startswith("error-"))
     if not names:
-        return 0, ""
-    try:
-        data, _ = await client.get(f"{paths.task(task_id)}/{names[-1]}")
-    except NoNode:
-        return len(names), ""
-    return len(names), data.decode(errors="replace")
+        return DeadTask(task_id, 0, "", "")
+    wanted = [names[-1]]
+    traceback_name = f"traceback-{int(names[-1].removeprefix('error-')) + 1:010d}"
+    if with_traceback and traceback_name in children:
+        wanted.append(traceback_name)
+    texts: list[str] = []
+    for reply in await _gather(client.get(f"{paths.task(task_id)}/{n}") for n in wanted):
+        if isinstance(reply, BaseException) and not isinstance(reply, NoNode):
+            raise reply
+        texts.append(reply[0].decode(errors="replace") if isinstance(reply, tuple) else "")
+    return DeadTask(task_id, len(names), texts[0], texts[1] if len(texts) > 1 else "")
 
 
 # -- clients ---------------------------------------------------------------------------------
@@ -458,6 +511,20 @@ class TaskQueue:
                 raise state
         return counts
 
+    async def dead(self) -> list[DeadTask]:
+        """The dead tasks, oldest first, each with its last error and traceback."""
+        client, paths = self._client, self._paths
+        try:
+            names = sorted(n for n in await client.children(paths.tasks) if _TASK_ID.fullmatch(n))
+        except NoNode:
+            return []
+        states = await _gather(_read_status(client, paths, n) for n in names)
+        dead = [n for n, got in zip(names, states, strict=True)
+                if isinstance(got, tuple) and got[0] is TaskState.DEAD]  # fmt: skip
+        failures = await _gather(_failure(client, paths, n) for n in dead)
+        await _raise_first([*states, *failures])
+        return [f for f in failures if isinstance(f, DeadTask)]
+
 
 class TaskHandle:
     """One submitted task: its ``status()``, its ``result()``, ``cancel()``."""
@@ -506,8 +573,8 @@ class TaskHandle:
                         result = b""
                     return result
                 if state is TaskState.DEAD:
-                    count, error = await _errors(client, self._paths, self.id)
-                    raise TaskFailed(self.id, error, count)
+                    failure = await _failure(client, self._paths, self.id)
+                    raise TaskFailed(self.id, failure.error, failure.attempts, failure.traceback)
                 if state is TaskState.CANCELLED:
                     raise TaskCancelled(self.id)
                 await changed.wait()
@@ -537,6 +604,48 @@ class TaskHandle:
                 return True
             except (NodeExists, MultiFailed):
                 continue  # it moved on meanwhile: look again
+
+    async def requeue(self) -> TaskHandle:
+        """Queue a dead task again: a new task (a new id, the same payload, fresh attempts) made
+        in the multi() that deletes this one; the handle of the new task. ``TaskNotDead``,
+        ``UnknownTask``. A ``ConnectionLoss`` leaves the outcome unknown (see ``dead()``)."""
+        client, paths = self._client, self._paths
+        while True:
+            removal = await self._dead_removal()
+            payload, _ = await client.get(self.path)
+            try:
+                made = await client.multi(
+                    [*removal, Op.create(f"{paths.tasks}/task-", payload, sequential=True)]
+                )
+            except MultiFailed:
+                continue  # changed meanwhile (purged, cleaned up): look again
+            new_id = made[-1].path.rsplit("/", 1)[1]  # type: ignore[union-attr]
+            return TaskHandle(client, paths, new_id)
+
+    async def purge(self) -> None:
+        """Delete a dead task. ``TaskNotDead``, ``UnknownTask``."""
+        while True:
+            removal = await self._dead_removal()
+            try:
+                await self._client.multi(removal)
+                return
+            except MultiFailed:
+                continue  # changed meanwhile: look again
+
+    async def _dead_removal(self) -> list[Op]:
+        """The ops that delete this task if it is still dead at the status version read now
+        (status first, at that version: so nothing else may have moved it meanwhile)."""
+        client, paths = self._client, self._paths
+        state, stat = await _read_status(client, paths, self.id)
+        if state is not TaskState.DEAD:
+            raise TaskNotDead(self.id, state)
+        try:
+            children = await client.children(self.path)
+        except NoNode:
+            raise UnknownTask(f"no task {self.id} under {paths.tasks}") from None
+        ops = [Op.delete(paths.status(self.id), stat.version)]
+        ops += [Op.delete(f"{self.path}/{c}") for c in sorted(children) if c != "status"]
+        return [*ops, Op.delete(self.path)]
 
     async def _assigned_to(self) -> str | None:
         try:
@@ -1549,12 +1658,13 @@ class Worker:
                         result = await self._handler(Task(task_id, payload, self.id))
                         if not isinstance(result, bytes):
                             raise TypeError(f"handler returned {type(result).__name__}, not bytes")
-                        error = None
+                        error = trace = None
                     except Exception as exc:  # any handler error fails the attempt
                         result, error = b"", f"{type(exc).__name__}: {exc}"
+                        trace = traceback.format_exc()
                     with anyio.CancelScope(shield=True):
                         try:
-                            await self._finish(claim, result, error)
+                            await self._finish(claim, result, error, trace)
                         except CoordError as exc:  # e.g. closed: the dispatcher moves it
                             log.error("worker %s: could not record the outcome of %s: %s",
                                       self.id, task_id, exc)  # fmt: skip
@@ -1598,7 +1708,9 @@ class Worker:
                 await client.wait_connected()
         return None  # taken on a session that ended: the dispatcher moves it
 
-    async def _finish(self, claim: _Claim, result: bytes, error: str | None) -> None:
+    async def _finish(
+        self, claim: _Claim, result: bytes, error: str | None, trace: str | None = None
+    ) -> None:
         paths, task_id = self._paths, claim.task
         status = paths.status(task_id)
         # fenced twice: our assignment is still there, and the status is at the version the
@@ -1614,6 +1726,9 @@ class Worker:
                 Op.set_data(status, b"failed", claim.status_version),
                 Op.create(paths.error(task_id), error.encode()[:65536], sequential=True),
             ]
+            if trace is not None:  # right after its error: numbered N+1 (see the layout)
+                ops.append(Op.create(paths.traceback(task_id), trace.encode()[-65536:],
+                                     sequential=True))  # fmt: skip
         retried = False
         while True:
             try:

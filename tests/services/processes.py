@@ -26,12 +26,18 @@ async def service(*args: str, log: Path | None = None) -> AsyncIterator[anyio.ab
             try:
                 yield proc
             finally:
-                if proc.returncode is None:
-                    with anyio.CancelScope(shield=True):
-                        proc.send_signal(signal.SIGCONT)
-                        proc.send_signal(signal.SIGTERM)
-                        with anyio.move_on_after(10):
-                            await proc.wait()
-                        if proc.returncode is None:
-                            proc.kill()
-                            await proc.wait()
+                await stop(proc)
+
+
+async def stop(proc: anyio.abc.Process) -> None:
+    """Resume ``proc`` if paused, then SIGTERM, and SIGKILL if it has not ended after 10 s
+    (shielded: this runs on the way out of a cancelled test too)."""
+    if proc.returncode is None:
+        with anyio.CancelScope(shield=True):
+            proc.send_signal(signal.SIGCONT)
+            proc.send_signal(signal.SIGTERM)
+            with anyio.move_on_after(10):
+                await proc.wait()
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()

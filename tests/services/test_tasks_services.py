@@ -289,7 +289,7 @@ def test_submit_and_tasks_commands(zk_server: ZooKeeperServer, tmp_path: Path) -
     bad = run("tasks", *args, "task-9999999999")
     assert bad.returncode == 1 and "unknown" in bad.stdout
     malformed = run("tasks", *args, "nonsense")
-    assert malformed.returncode == 1 and "bad task id" in malformed.stderr
+    assert malformed.returncode == 2 and "bad task id" in malformed.stderr  # before a session
     waited = run("submit", *args, "--wait", "--timeout", "1", "x")
     assert waited.returncode == 1 and "no result within 1" in waited.stderr
     with (tmp_path / "w.log").open("wb") as out:

@@ -26,7 +26,7 @@ import anyio
 from ...transport.client import Client
 from ...transport.errors import ClientClosed, CoordError, NoNode
 from ...transport.paths import validate_path
-from ...transport.types import SessionEvent, SessionState, WatchEvent
+from ...transport.types import SessionEvent, SessionState, WatchEvent, ZnodeStat
 from .._session import RETRYABLE, Latest, listening
 
 __all__ = ["ConfigFeed", "ConfigVersion", "watch_node"]
@@ -41,12 +41,15 @@ class ConfigVersion:
     ``name``: the version node's name (``conf-0000000003``), or the watched node's path in
     single-node mode. ``number``: the sequence number, or the mzxid in single-node mode.
     ``zxid``: what versions are ordered by (czxid of a ``conf-`` node, mzxid of a single node).
+    ``stat``: the node's Stat in single-node mode (its data ``version`` for a conditional set),
+    else None.
     """
 
     name: str
     number: int
     data: bytes
     zxid: int
+    stat: ZnodeStat | None = None
 
 
 @contextlib.asynccontextmanager
@@ -64,7 +67,7 @@ async def watch_node(client: Client, path: str) -> AsyncIterator[ConfigFeed]:
                 if await client.exists(path, watch=watch) is None:
                     return None
                 continue
-            return ConfigVersion(path, stat.mzxid, data, stat.mzxid)
+            return ConfigVersion(path, stat.mzxid, data, stat.mzxid, stat)
 
     async with ConfigFeed(client, read, path) as feed:
         yield feed
