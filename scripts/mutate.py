@@ -361,7 +361,7 @@ M = [
     (
         "deregister by a plain delete",
         "aiocoord/recipes/discovery.py",
-        "                if await self._client.delete_ephemeral(self.path):",
+        "                if await self._client.delete_ephemeral(self.path, only_ours=not ours):",
         "                if await self._client.delete(self.path) or True:",
         [
             T
@@ -807,8 +807,8 @@ M = [
     (
         "deregister deletes another session's node",
         "aiocoord/recipes/discovery.py",
-        "                if held != self._client.session_id:",
-        "                if False:",
+        "                ours = held == self._client.session_id",
+        "                ours = True",
         [
             "tests/review/test_review13_owed.py::test_deregistering_after_a_lost_session_spares_the_name_another_session_holds"
         ],
@@ -948,7 +948,7 @@ M = [
     (
         "resign delete not owed",
         "aiocoord/recipes/tasks.py",
-        "            if await client.delete_ephemeral(self._paths.master):",
+        "            if await client.delete_ephemeral(self._paths.master, only_ours=True):",
         "            if not await client.delete(self._paths.master):",
         [
             R
@@ -958,8 +958,8 @@ M = [
     (
         "deregistration delete not owed",
         "aiocoord/recipes/tasks.py",
-        "                    await self._client.delete_ephemeral(self.path)  # handed tasks",
-        "                    await self._client.delete(self.path)  # handed tasks",
+        "                await self._client.delete_ephemeral(self.path, only_ours=True)",
+        "                await self._client.delete(self.path)",
         [
             R
             + "test_tasks_faults.py::test_a_worker_deregistration_lost_in_a_blip_is_done_after_the_reconnect"
@@ -1353,8 +1353,8 @@ M = [
     (
         "chaos: a watcher's disconnection not excused",
         "chaos/workloads/discovery.py",
-        "            late = gone - since - away",
-        "            late = gone - since",
+        "            late = gone - start - away",
+        "            late = gone - start",
         [C + "test_discovery_an_instance_left_in_a_cache_past_the_bound_is_a_violation"],
     ),
     (
@@ -1391,6 +1391,65 @@ M = [
         "                if stat is None or stat.ephemeral_owner != session:\n                    lost = False",
         "                if stat is None:\n                    lost = False",
         [T + "test_owed_deletes.py::test_only_ours_spares_another_sessions_node"],
+    ),
+    (
+        "tasks cancel: no status-version guard",
+        "aiocoord/recipes/tasks.py",
+        'ops = [Op.set_data(paths.status(self.id), b"cancelled", stat.version)]',
+        'ops = [Op.set_data(paths.status(self.id), b"cancelled", -1)]',
+        [
+            R
+            + "test_task_admin.py::test_cancel_loses_to_a_completion_made_between_its_read_and_its_write"
+        ],
+    ),
+    (
+        "tasks requeue/purge: no status-version guard",
+        "aiocoord/recipes/tasks.py",
+        "        ops = [Op.delete(paths.status(self.id), stat.version)]",
+        "        ops = [Op.delete(paths.status(self.id))]",
+        [R + "test_task_admin.py::test_requeue_and_purge_do_not_apply_to_a_task_moved_meanwhile"],
+    ),
+    (
+        "tasks: traceback paired with an older error",
+        "aiocoord/recipes/tasks.py",
+        "traceback_name = f\"traceback-{int(names[-1].removeprefix('error-')) + 1:010d}\"",
+        "traceback_name = f\"traceback-{int(names[-1].removeprefix('error-')):010d}\"",
+        [R + "test_task_admin.py::test_dead_tasks_carry_the_traceback_of_their_last_failure"],
+    ),
+    (
+        "zk rm -r: --yes not required off a terminal",
+        "services/znode.py",
+        "        if not args.yes and not sys.stdin.isatty():",
+        "        if False:",
+        [S + "test_znode_cmd.py::test_usage_errors_before_a_session"],
+    ),
+    (
+        "zk set: --version ignored",
+        "services/znode.py",
+        "    stat = await zk.set(args.path, data, args.version)",
+        "    stat = await zk.set(args.path, data)",
+        [S + "test_znode_cmd.py::test_bad_input_is_a_typed_one_line_error"],
+    ),
+    (
+        "zk rm -r: the answer not read",
+        "services/znode.py",
+        '    return answer.strip().lower() in ("y", "yes")',
+        "    return True",
+        [S + "test_znode_cmd.py::test_recursive_rm_asks_on_a_terminal"],
+    ),
+    (
+        "worker --handler: cwd not on sys.path",
+        "services/tasks_cmd.py",
+        "        sys.path.insert(0, os.getcwd())",
+        "        pass",
+        [S + "test_task_commands.py::test_result_cancel_dead_requeue_purge"],
+    ),
+    (
+        "tasks TASK... not read as tasks status",
+        "services/common.py",
+        "            return [other, *args]",
+        "            return args",
+        [S + "test_task_commands.py::test_old_and_new_spellings_of_tasks"],
     ),
 ]
 
