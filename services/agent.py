@@ -13,6 +13,7 @@ import argparse
 import errno
 import logging
 import os
+import ssl
 from collections import Counter
 
 import anyio
@@ -27,6 +28,7 @@ from .common import (
     parse_address,
     run_service,
     session,
+    tls_context,
     znode_path,
 )
 from .metrics import counts, leading, serving
@@ -59,13 +61,39 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--listen",
         default="127.0.0.1:8877",
         metavar="HOST:PORT",
-        help="trigger address (default 127.0.0.1:8877; a non-loopback address needs --token)",
+        help="trigger address (default 127.0.0.1:8877; a non-loopback address needs TLS and "
+        "a token or client certificates, or --allow-insecure-listen)",
     )
     p.add_argument(
         "--token",
         default=os.environ.get("AIOCOORD_TRIGGER_TOKEN"),
         metavar="TOKEN",
         help="require this token on every request (default: $AIOCOORD_TRIGGER_TOKEN)",
+    )
+    tls = p.add_argument_group(
+        "trigger TLS",
+        "serve the trigger port over TLS only (both the JSON and the legacy line format); "
+        "the files are PEM",
+    )
+    tls.add_argument(
+        "--tls-cert", default=os.environ.get("AIOCOORD_TRIGGER_TLS_CERT"), metavar="FILE",
+        help="this agent's certificate chain (default: $AIOCOORD_TRIGGER_TLS_CERT)",
+    )  # fmt: skip
+    tls.add_argument(
+        "--tls-key", default=os.environ.get("AIOCOORD_TRIGGER_TLS_KEY"), metavar="FILE",
+        help="its private key (default: $AIOCOORD_TRIGGER_TLS_KEY; omitted: in --tls-cert)",
+    )  # fmt: skip
+    tls.add_argument(
+        "--tls-client-ca", default=os.environ.get("AIOCOORD_TRIGGER_TLS_CLIENT_CA"),
+        metavar="FILE",
+        help="require client certificates signed by this CA (mutual TLS; default: "
+        "$AIOCOORD_TRIGGER_TLS_CLIENT_CA)",
+    )  # fmt: skip
+    tls.add_argument(
+        "--allow-insecure-listen",
+        action="store_true",
+        help="serve a non-loopback --listen without TLS, or with TLS but no token or client "
+        "certificates (refused by default: anyone on the path could read the token or publish)",
     )
     p.add_argument(
         "--election", default=None, metavar="PATH", type=znode_path,
@@ -88,7 +116,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.set_defaults(func=main)
 
 
-async def _run(args: argparse.Namespace) -> None:
+async def _run(args: argparse.Namespace, tls: ssl.SSLContext | None) -> None:
     host, port = parse_address(args.listen)
     identity = args.id or f"{os.uname().nodename}:{os.getpid()}"
     async with (
@@ -124,6 +152,8 @@ async def _run(args: argparse.Namespace) -> None:
                 token=args.token,
                 max_frame=args.max_frame,
                 allow_empty=args.allow_empty,
+                ssl_context=tls,
+                allow_insecure_listen=args.allow_insecure_listen,
             )
             servers.append(server)
             log.info("leading (token 0x%x): serving triggers on %s", term.token.czxid, args.listen)
@@ -162,10 +192,35 @@ async def _serve(server: aiocoord.TriggerServer, host: str, port: int, listen: s
             await anyio.sleep(BIND_RETRY)
 
 
+def trigger_tls(args: argparse.Namespace) -> ssl.SSLContext | None:
+    """The trigger port's TLS context from --tls-cert, --tls-key and --tls-client-ca."""
+    if args.tls_cert is None:
+        if args.tls_key or args.tls_client_ca:
+            raise UsageError("--tls-key and --tls-client-ca need --tls-cert")
+        return None
+    return tls_context(
+        ssl.Purpose.CLIENT_AUTH,
+        ca=args.tls_client_ca,
+        cert=args.tls_cert,
+        key=args.tls_key,
+        what="--tls-cert/--tls-key/--tls-client-ca",
+    )
+
+
 def main(args: argparse.Namespace) -> int:
+    tls = trigger_tls(args)
     try:
         host, _ = parse_address(args.listen)
-        aiocoord.TriggerServer.check_address(host, bool(args.token))
+        aiocoord.TriggerServer.check_address(
+            host,
+            bool(args.token),
+            tls=tls is not None,
+            client_certs=args.tls_client_ca is not None,
+            allow_insecure=args.allow_insecure_listen,
+        )
     except ValueError as exc:
-        raise UsageError(f"--listen: {exc}") from exc
-    return run_service(log, _run, args)
+        raise UsageError(
+            f"--listen: {exc}",
+            hint="--tls-cert/--tls-key with --token or --tls-client-ca, or --allow-insecure-listen",
+        ) from exc
+    return run_service(log, _run, args, tls)

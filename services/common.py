@@ -8,6 +8,7 @@ import argparse
 import datetime
 import logging
 import os
+import ssl
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, NoReturn
@@ -278,6 +279,32 @@ def parse_address(text: str, default_host: str = "127.0.0.1") -> tuple[str, int]
     if not 0 <= port < 65536:
         raise ValueError(f"bad port in {text!r}")
     return host, port
+
+
+def tls_context(
+    purpose: ssl.Purpose,
+    *,
+    ca: str | None = None,
+    cert: str | None = None,
+    key: str | None = None,
+    what: str = "--tls",
+) -> ssl.SSLContext:
+    """A TLS context from PEM files: ``purpose`` CLIENT_AUTH for a server (``cert``/``key`` its
+    own, ``ca`` the CA its clients' certificates must chain to: given, they are required),
+    SERVER_AUTH for a client (``ca`` instead of the system's, ``cert``/``key`` for mutual TLS).
+    An unreadable or unmatched file is a ``UsageError`` naming the ``what`` options."""
+    context = ssl.create_default_context(purpose)
+    try:
+        if ca is not None:
+            context.load_verify_locations(cafile=ca)
+            if purpose is ssl.Purpose.CLIENT_AUTH:
+                context.verify_mode = ssl.CERT_REQUIRED
+        if cert is not None:
+            context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        files = ", ".join(f for f in (ca, cert, key) if f)
+        raise UsageError(f"{what}: cannot load {files}: {exc.strerror or exc}") from exc
+    return context
 
 
 def print_json(value: object) -> None:
