@@ -31,7 +31,7 @@ from .common import (
     tls_context,
     znode_path,
 )
-from .metrics import counts, leading, serving
+from .metrics import Leadership, counts, serving
 
 log = logging.getLogger("aiocoord.agent")
 
@@ -125,18 +125,21 @@ async def _run(args: argparse.Namespace, tls: ssl.SSLContext | None) -> None:
     ):
         store = aiocoord.ConfigStore(zk, args.path, retention=args.retention)
         servers: list[aiocoord.TriggerServer] = []
-        metrics.describe(
+        metrics.collect(
             "aiocoord_trigger_requests_total", "counter",
             "trigger requests by outcome (ok, or the error code of a rejected one)",
+            counts(lambda: sum((s.counts for s in servers), Counter())), ["outcome"],
         )  # fmt: skip
-        metrics.collect(
-            counts(
-                "aiocoord_trigger_requests_total",
-                lambda: sum((s.counts for s in servers), Counter()),
-                "outcome",
-            )
-        )
         election = aiocoord.Election(zk, args.election or f"{args.path}-agents", identity=identity)
+        leadership = Leadership(metrics)
+
+        def ready() -> tuple[bool, str]:
+            ok, why = leadership.readiness(election)
+            if election.path in leadership.leading and not (servers and servers[-1].listening):
+                return False, f"leading, but not listening on {args.listen} (yet)"
+            return ok, why
+
+        metrics.readiness(ready)
         log.info("agent %s contending at %s", identity, election.path)
 
         async def lead(term: aiocoord.Term) -> None:
@@ -157,7 +160,7 @@ async def _run(args: argparse.Namespace, tls: ssl.SSLContext | None) -> None:
             )
             servers.append(server)
             log.info("leading (token 0x%x): serving triggers on %s", term.token.czxid, args.listen)
-            with leading(metrics, election.path):
+            with leadership.term(election.path):
                 await _serve(server, host, port, args.listen)
 
         backoff = FIRST_BACKOFF

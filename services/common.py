@@ -11,13 +11,16 @@ import os
 import ssl
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import aiocoord
 from aiocoord.transport import codec
 from aiocoord.transport.hosts import parse_hosts
 
 from .metrics import Metrics
+
+if TYPE_CHECKING:
+    from prometheus_client import Counter
 
 DEFAULT_ZK = "127.0.0.1:2181"
 
@@ -264,6 +267,8 @@ def setup_logging(level: str, log_format: str = "text") -> None:
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
     logging.basicConfig(level=getattr(logging, level), handlers=[handler], force=True)
+    # httpx logs each health check request at INFO: one line every --interval is noise
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, getattr(logging, level)))
 
 
 def parse_address(text: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
@@ -350,18 +355,28 @@ class StatusReporter:
         self._board = board
         self.host = host
         self._last: tuple[str | None, bool, str | None] | None = None
-        self._metrics = metrics
+        self._outcomes: tuple[Counter, Counter] | None = None
         if metrics is not None:
-            metrics.describe("aiocoord_config_applied_total", "counter", "versions applied")
-            metrics.describe("aiocoord_config_apply_failures_total", "counter",
-                             "versions that failed to apply (the previous one stays)")  # fmt: skip
+            self._outcomes = (
+                metrics.counter("aiocoord_config_applied_total", "versions applied"),
+                metrics.counter("aiocoord_config_apply_failures_total",
+                                "versions that failed to apply (the previous one stays)"),
+            )  # fmt: skip
+            metrics.readiness(self.readiness)
 
     async def report(self, version: str | None, ok: bool, error: str | None = None) -> None:
         """Report the outcome of applying a version (``version``: what is in place now)."""
-        if self._metrics is not None:
-            name = "aiocoord_config_applied_total" if ok else "aiocoord_config_apply_failures_total"
-            self._metrics.inc(name)
+        if self._outcomes is not None:
+            self._outcomes[0 if ok else 1].inc()
         await self._send(version, ok, error)
+
+    def readiness(self) -> tuple[bool, str]:
+        """Ready once a version is in place and verified (a failed newer one leaves the previous
+        one serving: still ready); not before the first one applied."""
+        if self._last is None or self._last[0] is None:
+            return False, "no version applied yet"
+        version, ok, error = self._last
+        return True, f"{version} in place" + ("" if ok else f" (a newer one failed: {error})")
 
     async def _send(self, version: str | None, ok: bool, error: str | None) -> None:
         self._last = (version, ok, error)

@@ -6,9 +6,10 @@ TLS 1.3 has a half-close (close_notify closes one direction only), and OpenSSL k
 direction working, so this channel runs TLS on memory BIOs itself: a legacy client sends
 ``CMD|DATA`` and close_notify (``write_eof()``), and still reads the server's reply line.
 
-``TlsChannel.open()`` does the handshake; ``pump()`` (run it in a task group while the channel is
+``TlsChannel.open()`` does the handshake. ``pump()`` (run it in a task group while the channel is
 used) decrypts what arrives into ``reader``, pausing while ``reader`` holds more than twice its
-limit; ``read_to_end()`` does it without a task, for a client awaiting one reply. The channel is its own writer (``write``, ``drain``, ``write_eof``, ``close``).
+limit; ``read_to_end()`` does it without a task, for a client awaiting one reply. The channel is
+its own writer (``write``, ``drain``, ``write_eof``, ``close``).
 """
 
 from __future__ import annotations

@@ -158,6 +158,8 @@ class TriggerServer:
         self.counts: Counter[str] = Counter()
         #: connections closed to make room for a newer one
         self.evicted = 0
+        #: whether ``serve()`` has bound its address and accepts connections
+        self.listening = False
 
     @staticmethod
     def check_address(
@@ -212,9 +214,11 @@ class TriggerServer:
         )
         try:
             async with server:
+                self.listening = True
                 task_status.started(bound)
                 await anyio.sleep_forever()
         finally:
+            self.listening = False
             # asyncio (3.11) leaves the connections' tasks running when the server closes
             tasks = list(self._connections)
             for task in tasks:
