@@ -155,9 +155,9 @@ async def test_a_server_refuses_to_listen_beyond_loopback_unprotected(
     async def add(request: TriggerRequest) -> str:
         return "conf-0000000000"
 
-    with pytest.raises(ValueError, match="without TLS"):
+    with anyio.fail_after(5), pytest.raises(ValueError, match="without TLS"):
         await TriggerServer({"ADD": add}, token="t").serve("0.0.0.0", 0)
-    with pytest.raises(ValueError, match="without a token"):
+    with anyio.fail_after(5), pytest.raises(ValueError, match="without a token"):
         await TriggerServer({"ADD": add}, ssl_context=server_tls).serve("0.0.0.0", 0)
     served = TriggerServer({"ADD": add}, token="t", ssl_context=server_tls)
     async with anyio.create_task_group() as tg:

@@ -6,6 +6,7 @@ prometheus-client's own parser (process, Python and build metrics included), ``H
 from __future__ import annotations
 
 import http.client
+import socket
 from pathlib import Path
 
 import anyio
@@ -29,6 +30,16 @@ def get(port: int, path: str, method: str = "GET") -> tuple[int, str]:
         return 0, str(exc)
     finally:
         connection.close()
+
+
+def head(port: int, path: str) -> bytes:
+    """The raw reply to ``HEAD path`` (http.client would skip a body sent by mistake)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(f"HEAD {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        reply = b""
+        while chunk := sock.recv(65536):
+            reply += chunk
+    return reply
 
 
 def answers(port: int, path: str, status: int, says: str = "") -> bool:
@@ -68,7 +79,8 @@ async def test_exposition_head_healthz_and_readyz_of_elect_through_a_paused_serv
         assert "e+" not in next(
             line for line in text.splitlines() if line.startswith("process_start_time_seconds ")
         )
-        assert await anyio.to_thread.run_sync(get, leader_port, "/metrics", "HEAD") == (200, "")
+        reply = await anyio.to_thread.run_sync(head, leader_port, "/metrics")
+        assert reply.startswith(b"HTTP/1.1 200 OK\r\n") and reply.endswith(b"\r\n\r\n")
         assert get(leader_port, "/metrics", "POST")[0] == 405
         assert get(leader_port, "/nope")[0] == 404
 
@@ -100,3 +112,15 @@ async def test_app_is_ready_once_a_version_is_in_place(
         await eventually(lambda: answers(port, "/readyz", 200, f"{good} in place"), 30)
         await store.publish(b"bad again")  # the good one stays in place: still ready
         await eventually(lambda: answers(port, "/readyz", 200, "a newer one failed"), 30)
+
+
+async def test_elect_is_not_ready_while_it_waits_to_contend_again(
+    zk_server: ZooKeeperServer, zk: Client, tmp_path: Path
+) -> None:
+    """CMD exited: elect resigned and waits (1 s, doubling) before it is a candidate again."""
+    port = free_port()
+    args = [*zk_args(zk_server, zk), "--path", "/flaky", "--metrics-port", str(port),
+            "--max-backoff", "10", "--", "false"]  # fmt: skip
+    async with service(tmp_path / "elect.log", "elect", *args):
+        await eventually(lambda: answers(port, "/readyz", 503, "not a candidate at /flaky"), 30)
+        assert answers(port, "/healthz", 200)
