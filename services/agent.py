@@ -24,6 +24,7 @@ from .common import (
     UsageError,
     add_id_option,
     add_path_option,
+    add_pem_option,
     add_session_options,
     parse_address,
     run_service,
@@ -75,20 +76,13 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "serve the trigger port over TLS only (both the JSON and the legacy line format); "
         "the files are PEM",
     )
-    tls.add_argument(
-        "--tls-cert", default=os.environ.get("AIOCOORD_TRIGGER_TLS_CERT"), metavar="FILE",
-        help="this agent's certificate chain (default: $AIOCOORD_TRIGGER_TLS_CERT)",
-    )  # fmt: skip
-    tls.add_argument(
-        "--tls-key", default=os.environ.get("AIOCOORD_TRIGGER_TLS_KEY"), metavar="FILE",
-        help="its private key (default: $AIOCOORD_TRIGGER_TLS_KEY; omitted: in --tls-cert)",
-    )  # fmt: skip
-    tls.add_argument(
-        "--tls-client-ca", default=os.environ.get("AIOCOORD_TRIGGER_TLS_CLIENT_CA"),
-        metavar="FILE",
-        help="require client certificates signed by this CA (mutual TLS; default: "
-        "$AIOCOORD_TRIGGER_TLS_CLIENT_CA)",
-    )  # fmt: skip
+    add_pem_option(tls, "--tls-cert", "this agent's certificate chain",
+                   env="AIOCOORD_TRIGGER_TLS_CERT")  # fmt: skip
+    add_pem_option(tls, "--tls-key", "its private key (omitted: in --tls-cert)",
+                   env="AIOCOORD_TRIGGER_TLS_KEY")  # fmt: skip
+    add_pem_option(tls, "--tls-client-ca",
+                   "require client certificates signed by this CA (mutual TLS)",
+                   env="AIOCOORD_TRIGGER_TLS_CLIENT_CA")  # fmt: skip
     tls.add_argument(
         "--allow-insecure-listen",
         action="store_true",

@@ -286,6 +286,15 @@ def parse_address(text: str, default_host: str = "127.0.0.1") -> tuple[str, int]
     return host, port
 
 
+def add_pem_option(
+    group: argparse._ActionsContainer, name: str, help: str, *, env: str | None = None
+) -> None:
+    """An option naming a PEM file (a certificate, a key, a CA), from ``$env`` by default."""
+    default = os.environ.get(env) if env else None
+    group.add_argument(name, default=default, metavar="FILE",
+                       help=help + (f" (default: ${env})" if env else ""))  # fmt: skip
+
+
 def tls_context(
     purpose: ssl.Purpose,
     *,

@@ -19,6 +19,7 @@ from .common import (
     UsageError,
     add_json_option,
     add_path_option,
+    add_pem_option,
     add_session_options,
     parse_address,
     print_json,
@@ -67,20 +68,12 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     tls = t.add_argument_group(
         "TLS", "speak TLS to an agent that serves it (--tls-cert on the agent); the files are PEM"
     )
-    tls.add_argument(
-        "--tls-ca", default=os.environ.get("AIOCOORD_TRIGGER_TLS_CA"), metavar="FILE",
-        help="trust the agent's certificate when this CA signed it, its name checked against "
-        "--to's host (default: $AIOCOORD_TRIGGER_TLS_CA)",
-    )  # fmt: skip
-    tls.add_argument(
-        "--tls-cert", default=os.environ.get("AIOCOORD_TRIGGER_TLS_CERT"), metavar="FILE",
-        help="a client certificate chain, for an agent that requires one (--tls-client-ca; "
-        "default: $AIOCOORD_TRIGGER_TLS_CERT)",
-    )  # fmt: skip
-    tls.add_argument(
-        "--tls-key", default=os.environ.get("AIOCOORD_TRIGGER_TLS_KEY"), metavar="FILE",
-        help="its private key (default: $AIOCOORD_TRIGGER_TLS_KEY; omitted: in --tls-cert)",
-    )  # fmt: skip
+    add_pem_option(tls, "--tls-ca", "trust the agent's certificate when this CA signed it, its "
+                   "name checked against --to's host", env="AIOCOORD_TRIGGER_TLS_CA")  # fmt: skip
+    add_pem_option(tls, "--tls-cert", "a client certificate chain, for an agent that requires "
+                   "one (--tls-client-ca)", env="AIOCOORD_TRIGGER_TLS_CERT")  # fmt: skip
+    add_pem_option(tls, "--tls-key", "its private key (omitted: in --tls-cert)",
+                   env="AIOCOORD_TRIGGER_TLS_KEY")  # fmt: skip
     t.add_argument(
         "--legacy", action="store_true", help="send the old 'CMD|DATA' line instead of JSON"
     )

@@ -18,6 +18,7 @@ from .common import (
     add_id_option,
     add_json_option,
     add_path_option,
+    add_pem_option,
     add_session_options,
     arg_type,
     json_value,
@@ -82,18 +83,11 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "--check-follow-redirects", action="store_true",
         help="follow redirects and judge the final status",
     )  # fmt: skip
-    http.add_argument(
-        "--check-ca", default=None, metavar="FILE",
-        help="https: verify the server against this CA (PEM) instead of the system's",
-    )  # fmt: skip
-    http.add_argument(
-        "--check-cert", default=None, metavar="FILE",
-        help="https: a client certificate (PEM), for servers that require one",
-    )  # fmt: skip
-    http.add_argument(
-        "--check-key", default=None, metavar="FILE",
-        help="its private key (omitted: in --check-cert)",
-    )  # fmt: skip
+    add_pem_option(http, "--check-ca", "https: verify the server against this CA instead of the "
+                   "system's")  # fmt: skip
+    add_pem_option(http, "--check-cert", "https: a client certificate, for servers that require "
+                   "one")  # fmt: skip
+    add_pem_option(http, "--check-key", "its private key (omitted: in --check-cert)")
     http.add_argument(
         "--check-insecure", action="store_true",
         help="https: do not verify the server's certificate (Consul's TLSSkipVerify)",

@@ -6,23 +6,13 @@ address that is not protected."""
 from __future__ import annotations
 
 import ssl
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import anyio
 import pytest
 import trustme
 
-from aiocoord import (
-    Client,
-    ConfigStore,
-    TriggerClient,
-    TriggerError,
-    TriggerRequest,
-    TriggerServer,
-    send_legacy,
-)
-from tests.recipes.test_config_trigger import PATH, history, raw_exchange
+from aiocoord import Client, TriggerClient, TriggerError, TriggerRequest, TriggerServer, send_legacy
+from tests.recipes.test_config_trigger import history, raw_exchange, serving
 
 
 @pytest.fixture(scope="module")
@@ -44,23 +34,10 @@ def client_tls(ca: trustme.CA) -> ssl.SSLContext:
     return context
 
 
-@asynccontextmanager
-async def tls_serving(zk: Client, context: ssl.SSLContext, **options: object) -> AsyncIterator[int]:
-    store = ConfigStore(zk, PATH)
-
-    async def add(request: TriggerRequest) -> str:
-        return await store.publish(request.data, key=request.key)
-
-    server = TriggerServer({"ADD": add}, ssl_context=context, **options)  # type: ignore[arg-type]
-    async with anyio.create_task_group() as tg:
-        yield await tg.start(server.serve, "127.0.0.1", 0)
-        tg.cancel_scope.cancel()
-
-
 async def test_framed_and_legacy_requests_over_tls(
     zk: Client, server_tls: ssl.SSLContext, client_tls: ssl.SSLContext
 ) -> None:
-    async with tls_serving(zk, server_tls, token="s3cret") as port:
+    async with serving(zk, ssl_context=server_tls, token="s3cret") as (_, port):
         with anyio.fail_after(10):
             async with TriggerClient(
                 "127.0.0.1", port, token="s3cret", ssl_context=client_tls
@@ -71,7 +48,7 @@ async def test_framed_and_legacy_requests_over_tls(
                     await t.send("NOPE", "x")
                 assert refused.value.code == "unknown_command"
     # legacy over TLS: the request ends with close_notify, and the reply still arrives
-    async with tls_serving(zk, server_tls) as port:
+    async with serving(zk, ssl_context=server_tls) as (_, port):
         with anyio.fail_after(10):
             legacy = b"ADD|a|b\nline two\n"
             version = await send_legacy("127.0.0.1", port, legacy, ssl_context=client_tls)
@@ -87,7 +64,7 @@ async def test_untrusted_and_plaintext_clients_fail_cleanly_and_the_server_keeps
 ) -> None:
     stranger = ssl.create_default_context()
     trustme.CA().configure_trust(stranger)  # trusts another CA only
-    async with tls_serving(zk, server_tls) as port:
+    async with serving(zk, ssl_context=server_tls) as (_, port):
         with anyio.fail_after(10):
             with pytest.raises(ssl.SSLCertVerificationError):
                 async with TriggerClient("127.0.0.1", port, ssl_context=stranger):
@@ -114,7 +91,7 @@ async def test_client_certificates_when_the_server_requires_them(
     with_cert = ssl.create_default_context()
     ca.configure_trust(with_cert)
     ca.issue_cert("ci@example.com").configure_cert(with_cert)
-    async with tls_serving(zk, requiring) as port:
+    async with serving(zk, ssl_context=requiring) as (_, port):
         with anyio.fail_after(10):
             # TLS 1.3: the refusal arrives after the client's handshake, with the first read
             with pytest.raises((ssl.SSLError, OSError, TriggerError)):
