@@ -34,6 +34,7 @@ from .recipes.discovery import (
     command_check,
     http_check,
     parse_check,
+    parse_status_ranges,
     tcp_check,
 )
 from .recipes.election import Candidate, Election, FencingToken, LeadershipLost, Term
@@ -204,6 +205,7 @@ __all__ = [
     "join",
     "parent",
     "parse_check",
+    "parse_status_ranges",
     "run",
     "send_legacy",
     "tcp_check",

@@ -13,6 +13,7 @@ import argparse
 import errno
 import logging
 import os
+import ssl
 from collections import Counter
 
 import anyio
@@ -23,13 +24,15 @@ from .common import (
     UsageError,
     add_id_option,
     add_path_option,
+    add_pem_option,
     add_session_options,
     parse_address,
     run_service,
     session,
+    tls_context,
     znode_path,
 )
-from .metrics import counts, leading, serving
+from .metrics import Leadership, counts, serving
 
 log = logging.getLogger("aiocoord.agent")
 
@@ -59,13 +62,32 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--listen",
         default="127.0.0.1:8877",
         metavar="HOST:PORT",
-        help="trigger address (default 127.0.0.1:8877; a non-loopback address needs --token)",
+        help="trigger address (default 127.0.0.1:8877; a non-loopback address needs TLS and "
+        "a token or client certificates, or --allow-insecure-listen)",
     )
     p.add_argument(
         "--token",
         default=os.environ.get("AIOCOORD_TRIGGER_TOKEN"),
         metavar="TOKEN",
         help="require this token on every request (default: $AIOCOORD_TRIGGER_TOKEN)",
+    )
+    tls = p.add_argument_group(
+        "trigger TLS",
+        "serve the trigger port over TLS only (both the JSON and the legacy line format); "
+        "the files are PEM",
+    )
+    add_pem_option(tls, "--tls-cert", "this agent's certificate chain",
+                   env="AIOCOORD_TRIGGER_TLS_CERT")  # fmt: skip
+    add_pem_option(tls, "--tls-key", "its private key (omitted: in --tls-cert)",
+                   env="AIOCOORD_TRIGGER_TLS_KEY")  # fmt: skip
+    add_pem_option(tls, "--tls-client-ca",
+                   "require client certificates signed by this CA (mutual TLS)",
+                   env="AIOCOORD_TRIGGER_TLS_CLIENT_CA")  # fmt: skip
+    tls.add_argument(
+        "--allow-insecure-listen",
+        action="store_true",
+        help="serve a non-loopback --listen without TLS, or with TLS but no token or client "
+        "certificates (refused by default: anyone on the path could read the token or publish)",
     )
     p.add_argument(
         "--election", default=None, metavar="PATH", type=znode_path,
@@ -88,7 +110,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.set_defaults(func=main)
 
 
-async def _run(args: argparse.Namespace) -> None:
+async def _run(args: argparse.Namespace, tls: ssl.SSLContext | None) -> None:
     host, port = parse_address(args.listen)
     identity = args.id or f"{os.uname().nodename}:{os.getpid()}"
     async with (
@@ -97,18 +119,21 @@ async def _run(args: argparse.Namespace) -> None:
     ):
         store = aiocoord.ConfigStore(zk, args.path, retention=args.retention)
         servers: list[aiocoord.TriggerServer] = []
-        metrics.describe(
+        metrics.collect(
             "aiocoord_trigger_requests_total", "counter",
             "trigger requests by outcome (ok, or the error code of a rejected one)",
+            counts(lambda: sum((s.counts for s in servers), Counter())), ["outcome"],
         )  # fmt: skip
-        metrics.collect(
-            counts(
-                "aiocoord_trigger_requests_total",
-                lambda: sum((s.counts for s in servers), Counter()),
-                "outcome",
-            )
-        )
         election = aiocoord.Election(zk, args.election or f"{args.path}-agents", identity=identity)
+        leadership = Leadership(metrics)
+
+        def ready() -> tuple[bool, str]:
+            ok, why = leadership.readiness(election)
+            if election.path in leadership.leading and not (servers and servers[-1].listening):
+                return False, f"leading, but not listening on {args.listen} (yet)"
+            return ok, why
+
+        metrics.readiness(ready)
         log.info("agent %s contending at %s", identity, election.path)
 
         async def lead(term: aiocoord.Term) -> None:
@@ -124,10 +149,12 @@ async def _run(args: argparse.Namespace) -> None:
                 token=args.token,
                 max_frame=args.max_frame,
                 allow_empty=args.allow_empty,
+                ssl_context=tls,
+                allow_insecure_listen=args.allow_insecure_listen,
             )
             servers.append(server)
             log.info("leading (token 0x%x): serving triggers on %s", term.token.czxid, args.listen)
-            with leading(metrics, election.path):
+            with leadership.term(election.path):
                 await _serve(server, host, port, args.listen)
 
         backoff = FIRST_BACKOFF
@@ -162,10 +189,35 @@ async def _serve(server: aiocoord.TriggerServer, host: str, port: int, listen: s
             await anyio.sleep(BIND_RETRY)
 
 
+def trigger_tls(args: argparse.Namespace) -> ssl.SSLContext | None:
+    """The trigger port's TLS context from --tls-cert, --tls-key and --tls-client-ca."""
+    if args.tls_cert is None:
+        if args.tls_key or args.tls_client_ca:
+            raise UsageError("--tls-key and --tls-client-ca need --tls-cert")
+        return None
+    return tls_context(
+        ssl.Purpose.CLIENT_AUTH,
+        ca=args.tls_client_ca,
+        cert=args.tls_cert,
+        key=args.tls_key,
+        what="--tls-cert/--tls-key/--tls-client-ca",
+    )
+
+
 def main(args: argparse.Namespace) -> int:
+    tls = trigger_tls(args)
     try:
         host, _ = parse_address(args.listen)
-        aiocoord.TriggerServer.check_address(host, bool(args.token))
+        aiocoord.TriggerServer.check_address(
+            host,
+            bool(args.token),
+            tls=tls is not None,
+            client_certs=args.tls_client_ca is not None,
+            allow_insecure=args.allow_insecure_listen,
+        )
     except ValueError as exc:
-        raise UsageError(f"--listen: {exc}") from exc
-    return run_service(log, _run, args)
+        raise UsageError(
+            f"--listen: {exc}",
+            hint="--tls-cert/--tls-key with --token or --tls-client-ca, or --allow-insecure-listen",
+        ) from exc
+    return run_service(log, _run, args, tls)

@@ -36,6 +36,21 @@ from .metrics import add_metrics_option
 log = logging.getLogger("aiocoord")
 
 
+#: what /readyz means for each service (besides a live session)
+READY = {
+    "agent": "this agent is a candidate in its election, leading with the trigger port bound or "
+    "standing by",
+    "app": "a version is in place and verified (a newer one that failed leaves it in place)",
+    "deploy": "a commit is checked out (a newer one that failed leaves it in place)",
+    "elect": "this process is a candidate, leading or standing by (not in the backoff after "
+    "CMD exited)",
+    "register": "the instance is registered (its health check passes)",
+    "discover": "the cache is fresh (--watch; not re-reading after the session was away)",
+    "dispatcher": "the dispatcher runs, active or standing by",
+    "worker": "the worker's node is registered on the current session",
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = Parser(
         prog="aiocoord",
@@ -65,8 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     completion.add_argument("shell", choices=("bash", "zsh"), help="the shell to complete in")
     completion.set_defaults(func=print_completion)
-    for name in ("agent", "app", "deploy", "elect", "register", "discover", "dispatcher", "worker"):
-        add_metrics_option(sub.choices[name])
+    for name, ready in READY.items():
+        add_metrics_option(sub.choices[name], ready)
     for each in parsers(parser):
         add_log_options(each)
         each.set_defaults(prog=each.prog)

@@ -9,15 +9,19 @@ import base64
 import datetime
 import logging
 import os
+import ssl
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import aiocoord
 from aiocoord.transport import codec
 from aiocoord.transport.hosts import parse_hosts
 
 from .metrics import Metrics
+
+if TYPE_CHECKING:
+    from prometheus_client import Counter
 
 DEFAULT_ZK = "127.0.0.1:2181"
 
@@ -297,6 +301,8 @@ def setup_logging(level: str, log_format: str = "text") -> None:
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
     logging.basicConfig(level=getattr(logging, level), handlers=[handler], force=True)
+    # httpx logs each health check request at INFO: one line every --interval is noise
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, getattr(logging, level)))
 
 
 def parse_address(text: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
@@ -312,6 +318,41 @@ def parse_address(text: str, default_host: str = "127.0.0.1") -> tuple[str, int]
     if not 0 <= port < 65536:
         raise ValueError(f"bad port in {text!r}")
     return host, port
+
+
+def add_pem_option(
+    group: argparse._ActionsContainer, name: str, help: str, *, env: str | None = None
+) -> None:
+    """An option naming a PEM file (a certificate, a key, a CA), from ``$env`` by default."""
+    default = os.environ.get(env) if env else None
+    group.add_argument(name, default=default, metavar="FILE",
+                       help=help + (f" (default: ${env})" if env else ""))  # fmt: skip
+
+
+def tls_context(
+    purpose: ssl.Purpose,
+    *,
+    ca: str | None = None,
+    cert: str | None = None,
+    key: str | None = None,
+    what: str = "--tls",
+) -> ssl.SSLContext:
+    """A TLS context from PEM files: ``purpose`` CLIENT_AUTH for a server (``cert``/``key`` its
+    own, ``ca`` the CA its clients' certificates must chain to: given, they are required),
+    SERVER_AUTH for a client (``ca`` instead of the system's, ``cert``/``key`` for mutual TLS).
+    An unreadable or unmatched file is a ``UsageError`` naming the ``what`` options."""
+    context = ssl.create_default_context(purpose)
+    try:
+        if ca is not None:
+            context.load_verify_locations(cafile=ca)
+            if purpose is ssl.Purpose.CLIENT_AUTH:
+                context.verify_mode = ssl.CERT_REQUIRED
+        if cert is not None:
+            context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        files = ", ".join(f for f in (ca, cert, key) if f)
+        raise UsageError(f"{what}: cannot load {files}: {exc.strerror or exc}") from exc
+    return context
 
 
 def print_json(value: object) -> None:
@@ -366,18 +407,28 @@ class StatusReporter:
         self._board = board
         self.host = host
         self._last: tuple[str | None, bool, str | None] | None = None
-        self._metrics = metrics
+        self._outcomes: tuple[Counter, Counter] | None = None
         if metrics is not None:
-            metrics.describe("aiocoord_config_applied_total", "counter", "versions applied")
-            metrics.describe("aiocoord_config_apply_failures_total", "counter",
-                             "versions that failed to apply (the previous one stays)")  # fmt: skip
+            self._outcomes = (
+                metrics.counter("aiocoord_config_applied_total", "versions applied"),
+                metrics.counter("aiocoord_config_apply_failures_total",
+                                "versions that failed to apply (the previous one stays)"),
+            )  # fmt: skip
+            metrics.readiness(self.readiness)
 
     async def report(self, version: str | None, ok: bool, error: str | None = None) -> None:
         """Report the outcome of applying a version (``version``: what is in place now)."""
-        if self._metrics is not None:
-            name = "aiocoord_config_applied_total" if ok else "aiocoord_config_apply_failures_total"
-            self._metrics.inc(name)
+        if self._outcomes is not None:
+            self._outcomes[0 if ok else 1].inc()
         await self._send(version, ok, error)
+
+    def readiness(self) -> tuple[bool, str]:
+        """Ready once a version is in place and verified (a failed newer one leaves the previous
+        one serving: still ready); not before the first one applied."""
+        if self._last is None or self._last[0] is None:
+            return False, "no version applied yet"
+        version, ok, error = self._last
+        return True, f"{version} in place" + ("" if ok else f" (a newer one failed: {error})")
 
     async def _send(self, version: str | None, ok: bool, error: str | None) -> None:
         self._last = (version, ok, error)

@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import re
+import ssl
 import sys
 import time
 
@@ -18,11 +19,13 @@ from .common import (
     UsageError,
     add_json_option,
     add_path_option,
+    add_pem_option,
     add_session_options,
     parse_address,
     print_json,
     read_data_argument,
     session,
+    tls_context,
     write_deadline,
 )
 
@@ -62,6 +65,15 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "--key", default=None, metavar="KEY",
         help="idempotency key: a retried request with the same KEY makes one version",
     )  # fmt: skip
+    tls = t.add_argument_group(
+        "TLS", "speak TLS to an agent that serves it (--tls-cert on the agent); the files are PEM"
+    )
+    add_pem_option(tls, "--tls-ca", "trust the agent's certificate when this CA signed it, its "
+                   "name checked against --to's host", env="AIOCOORD_TRIGGER_TLS_CA")  # fmt: skip
+    add_pem_option(tls, "--tls-cert", "a client certificate chain, for an agent that requires "
+                   "one (--tls-client-ca)", env="AIOCOORD_TRIGGER_TLS_CERT")  # fmt: skip
+    add_pem_option(tls, "--tls-key", "its private key (omitted: in --tls-cert)",
+                   env="AIOCOORD_TRIGGER_TLS_KEY")  # fmt: skip
     t.add_argument(
         "--legacy", action="store_true", help="send the old 'CMD|DATA' line instead of JSON"
     )
@@ -118,13 +130,22 @@ def trigger_main(args: argparse.Namespace) -> int:
         host, port = parse_address(args.to)
     except ValueError as exc:
         raise UsageError(f"--to: {exc}") from exc
+    tls = None
+    if args.tls_ca or args.tls_cert:
+        tls = tls_context(ssl.Purpose.SERVER_AUTH, ca=args.tls_ca, cert=args.tls_cert,
+                          key=args.tls_key, what="--tls-ca/--tls-cert/--tls-key")  # fmt: skip
+    elif args.tls_key:
+        raise UsageError("--tls-key needs --tls-cert")
     data = read_data_argument(args.data)
 
     async def send() -> str:
         with anyio.fail_after(args.timeout):
             if args.legacy:
-                return await aiocoord.send_legacy(host, port, args.cmd.encode() + b"|" + data)
-            async with aiocoord.TriggerClient(host, port, token=args.token) as client:
+                request = args.cmd.encode() + b"|" + data
+                return await aiocoord.send_legacy(host, port, request, ssl_context=tls)
+            async with aiocoord.TriggerClient(
+                host, port, token=args.token, ssl_context=tls
+            ) as client:
                 return await client.send(args.cmd, data, key=args.key)
 
     try:
@@ -132,6 +153,13 @@ def trigger_main(args: argparse.Namespace) -> int:
     except aiocoord.TriggerError as exc:
         print(f"ERR {exc.code} {exc.message}", file=sys.stderr)
         return 1
+    except ssl.SSLError as exc:
+        raise CommandError(
+            f"TLS with the agent at {args.to} failed: {exc.reason or exc}",
+            hint="--tls-ca names the CA that signed the agent's certificate; an agent with "
+            "--tls-client-ca needs --tls-cert/--tls-key",
+            status=2,
+        ) from exc
     except (OSError, TimeoutError, UnicodeDecodeError) as exc:
         reason = "no answer in time" if isinstance(exc, TimeoutError) else exc.__class__.__name__
         if isinstance(exc, OSError) and exc.strerror:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
+import ssl
 from typing import Any
 
 import anyio
@@ -12,9 +14,11 @@ import anyio
 import aiocoord
 
 from .common import (
+    UsageError,
     add_id_option,
     add_json_option,
     add_path_option,
+    add_pem_option,
     add_session_options,
     arg_type,
     json_value,
@@ -54,9 +58,39 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         help="relative weight for weighted picks (default 1)",
     )  # fmt: skip
     r.add_argument(
-        "--check", default=None, metavar="SPEC", type=arg_type(aiocoord.parse_check),
-        help="health check: tcp://HOST:PORT, http(s)://URL or cmd:CMD (default: none, always "
-        "registered)",
+        "--check", default=None, metavar="SPEC", type=arg_type(_check_spec),
+        help="health check: tcp://HOST:PORT, http(s)://URL (healthy on a 2xx status) or "
+        "cmd:CMD (exit 0) (default: none, always registered)",
+    )  # fmt: skip
+    http = r.add_argument_group(
+        "HTTP health check", "options of an http(s):// --check (Consul's HTTP check options)"
+    )
+    http.add_argument(
+        "--check-method", default=None, metavar="METHOD", type=str.upper,
+        help="the request's method (default GET)",
+    )  # fmt: skip
+    http.add_argument(
+        "--check-header", action="append", default=None, metavar="NAME:VALUE",
+        type=arg_type(_header), help="a request header (repeatable)",
+    )  # fmt: skip
+    http.add_argument(
+        "--check-status", default=None, metavar="STATUSES",
+        type=arg_type(aiocoord.parse_status_ranges),
+        help="statuses that mean healthy, e.g. 200-299,401 (default 200-299: a redirect is "
+        "unhealthy unless --check-follow-redirects)",
+    )  # fmt: skip
+    http.add_argument(
+        "--check-follow-redirects", action="store_true",
+        help="follow redirects and judge the final status",
+    )  # fmt: skip
+    add_pem_option(http, "--check-ca", "https: verify the server against this CA instead of the "
+                   "system's")  # fmt: skip
+    add_pem_option(http, "--check-cert", "https: a client certificate, for servers that require "
+                   "one")  # fmt: skip
+    add_pem_option(http, "--check-key", "its private key (omitted: in --check-cert)")
+    http.add_argument(
+        "--check-insecure", action="store_true",
+        help="https: do not verify the server's certificate (Consul's TLSSkipVerify)",
     )  # fmt: skip
     r.add_argument(
         "--interval", type=float, default=5.0, metavar="SECONDS",
@@ -89,6 +123,45 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     d.set_defaults(func=discover_main)
 
 
+def _check_spec(spec: str) -> str:
+    aiocoord.parse_check(spec)
+    return spec
+
+
+def _header(text: str) -> tuple[str, str]:
+    name, colon, value = text.partition(":")
+    if not colon or not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", name):
+        raise ValueError(f"bad header {text!r}: expected NAME:VALUE")
+    return name, value.strip()
+
+
+def health_check(args: argparse.Namespace) -> aiocoord.HealthCheck | None:
+    """The check of ``--check`` and its ``--check-*`` options (a ``UsageError`` when they do not
+    fit: HTTP options with a tcp:// check, an unreadable certificate)."""
+    given = {
+        "method": args.check_method,
+        "headers": dict(args.check_header) if args.check_header else None,
+        "status": args.check_status,
+        "follow_redirects": args.check_follow_redirects or None,
+        "ca": args.check_ca,
+        "cert": args.check_cert,
+        "key": args.check_key,
+        "insecure": args.check_insecure or None,
+    }
+    options = {name: value for name, value in given.items() if value is not None}
+    if args.check is None:
+        if options:
+            raise UsageError("--check-* options need an http(s):// --check")
+        return None
+    if args.check.startswith(("http://", "https://")):
+        options["timeout"] = args.check_timeout
+    try:
+        return aiocoord.parse_check(args.check, **options)
+    except (ValueError, OSError, ssl.SSLError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise UsageError(f"--check: {reason}") from exc
+
+
 def _add_service_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--service", required=True, metavar="NAME", help="the service's name (no '/')"
@@ -110,7 +183,7 @@ def _instance_json(instance: aiocoord.ServiceInstance) -> dict[str, Any]:
     }
 
 
-async def _register(args: argparse.Namespace) -> None:
+async def _register(args: argparse.Namespace, check: aiocoord.HealthCheck | None) -> None:
     async with (
         session(args) as zk,
         serving(args, "register", zk) as metrics,
@@ -118,25 +191,28 @@ async def _register(args: argparse.Namespace) -> None:
         registry = aiocoord.ServiceRegistry(zk, args.path)
         async with registry.register(
             args.service, args.address, args.port, instance_id=args.id, payload=args.payload,
-            weight=args.weight, check=args.check, interval=args.interval,
+            weight=args.weight, check=check, interval=args.interval,
             check_timeout=args.check_timeout, fall=args.fall, rise=args.rise,
         ) as registration:  # fmt: skip
             state = "registered" if registration.registered else "waiting for a passing check"
-            metrics.describe("aiocoord_registrations_total", "counter",
-                             "times the instance was (re-)registered")  # fmt: skip
-            metrics.describe("aiocoord_registered", "gauge", "1 while the instance is registered")
-            metrics.collect(lambda: [
-                ("aiocoord_registrations_total", {"service": args.service},
-                 float(registration.registrations)),
-                ("aiocoord_registered", {"service": args.service},
-                 float(registration.registered)),
-            ])  # fmt: skip
+            metrics.collect("aiocoord_registrations_total", "counter",
+                            "times the instance was (re-)registered",
+                            lambda: [((args.service,), registration.registrations)],
+                            ["service"])  # fmt: skip
+            metrics.collect("aiocoord_registered", "gauge", "1 while the instance is registered",
+                            lambda: [((args.service,), registration.registered)],
+                            ["service"])  # fmt: skip
+            metrics.readiness(lambda: (
+                registration.registered,
+                f"{registration.path} " + ("registered" if registration.registered else
+                                           "not registered: its health check fails"),
+            ))  # fmt: skip
             log.info("%s: %s", registration.path, state)
             await anyio.sleep_forever()
 
 
 def register_main(args: argparse.Namespace) -> int:
-    return run_service(log, _register, args)
+    return run_service(log, _register, args, health_check(args))
 
 
 async def _discover(args: argparse.Namespace) -> None:
@@ -150,10 +226,11 @@ async def _discover(args: argparse.Namespace) -> None:
                 print_json(_instance_json(instance))
             return
         async with registry.discovery(args.service) as cache:
-            metrics.describe("aiocoord_instances", "gauge", "instances of the service known")
-            metrics.collect(lambda: [
-                ("aiocoord_instances", {"service": args.service}, float(len(cache.instances())))
-            ])  # fmt: skip
+            metrics.collect("aiocoord_instances", "gauge", "instances of the service known",
+                            lambda: [((args.service,), len(cache.instances()))],
+                            ["service"])  # fmt: skip
+            metrics.readiness(lambda: (not cache.stale, "stale: re-reading after the session "
+                                       "was away" if cache.stale else "watching"))  # fmt: skip
             changes = cache.changes()
             for instance in cache.instances():
                 print_json(_instance_json(instance))

@@ -60,7 +60,7 @@ from .common import (
     description,
     session,
 )
-from .metrics import Metrics, leading, serving
+from .metrics import Leadership, serving
 from .reaper import SCRIPT, group_alive, signal_group
 
 log = logging.getLogger("aiocoord.elect")
@@ -234,13 +234,13 @@ class Runner:
         cmd: list[str],
         zk: aiocoord.Client,
         reaper: Reaper,
-        metrics: Metrics,
+        leadership: Leadership,
     ) -> None:
         self._args = args
         self._cmd = cmd
         self._zk = zk
         self._reaper = reaper
-        self._metrics = metrics
+        self._leadership = leadership
         self.grace = DEFAULT_GRACE if args.grace is None else args.grace
 
     def loss_grace(self) -> float:
@@ -269,7 +269,7 @@ class Runner:
         started = anyio.current_time()
         try:
             self._reaper.watch(proc.pid, self.loss_grace())
-            with leading(self._metrics, self._args.path):
+            with self._leadership.term(self._args.path):
                 await proc.wait()
         finally:
             await _stop(proc, self.grace, self.loss_grace(), term)
@@ -285,7 +285,8 @@ async def _run(args: argparse.Namespace, cmd: list[str]) -> int:
         session(args) as zk,
         serving(args, "elect", zk) as metrics,
     ):
-        runner = Runner(args, cmd, zk, reaper_, metrics)
+        leadership = Leadership(metrics)
+        runner = Runner(args, cmd, zk, reaper_, leadership)
         bound = loss_grace(math.inf, zk.negotiated_timeout)
         if args.grace is not None and args.grace > bound:
             log.warning(
@@ -302,6 +303,7 @@ async def _run(args: argparse.Namespace, cmd: list[str]) -> int:
             identity=identity,
             tolerate_suspended=args.tolerate_suspended,
         )
+        metrics.readiness(lambda: leadership.readiness(election))
         log.info("contending at %s as %s", args.path, identity)
         waiting = anyio.CancelScope()
         if args.timeout is not None:

@@ -215,16 +215,15 @@ async def _dispatch(args: argparse.Namespace) -> None:
             retention=args.retention, retry_delay=args.retry_delay,
             max_retry_delay=args.max_retry_delay,
         )  # fmt: skip
-        metrics.describe("aiocoord_dispatcher_actions_total", "counter",
-                         "what the dispatcher did: terms, assigned, reassigned, retried, dead, "
-                         "cleaned")  # fmt: skip
-        metrics.describe("aiocoord_dispatcher_active", "gauge", "1 while the active dispatcher")
-        metrics.collect(counts("aiocoord_dispatcher_actions_total", lambda: dispatcher.counts,
-                               "action"))  # fmt: skip
-        metrics.collect(lambda: [("aiocoord_dispatcher_active", {}, float(dispatcher.active))])
-        metrics.describe("aiocoord_dispatcher_tasks", "gauge",
-                         "tasks the active dispatcher holds, by state")  # fmt: skip
-        metrics.collect(counts("aiocoord_dispatcher_tasks", dispatcher.queue_sizes, "state"))
+        metrics.collect("aiocoord_dispatcher_actions_total", "counter",
+                        "what the dispatcher did: terms, assigned, reassigned, retried, dead, "
+                        "cleaned", counts(lambda: dispatcher.counts), ["action"])  # fmt: skip
+        metrics.collect("aiocoord_dispatcher_active", "gauge", "1 while the active dispatcher",
+                        lambda: [((), dispatcher.active)])  # fmt: skip
+        metrics.collect("aiocoord_dispatcher_tasks", "gauge",
+                        "tasks the active dispatcher holds, by state",
+                        counts(dispatcher.queue_sizes), ["state"])  # fmt: skip
+        metrics.readiness(lambda: (True, "active" if dispatcher.active else "standing by"))
         await dispatcher.run()
 
 
@@ -275,24 +274,26 @@ def load_handler(spec: str) -> aiocoord.TaskHandler:
 
 async def _work(args: argparse.Namespace, handler: aiocoord.TaskHandler) -> None:
     async with session(args) as zk, serving(args, "worker", zk) as metrics:
-        metrics.describe("aiocoord_task_seconds", "histogram", "handler run time per task")
+        seconds = metrics.histogram("aiocoord_task_seconds", "handler run time per task")
 
         async def timed(task: aiocoord.Task) -> bytes:
             started = time.perf_counter()
             try:
                 return await handler(task)
             finally:
-                metrics.observe("aiocoord_task_seconds", time.perf_counter() - started)
+                seconds.observe(time.perf_counter() - started)
 
         worker = aiocoord.Worker(
             zk, timed, args.path, worker_id=args.id, concurrency=args.concurrency,
             grace=args.grace,
         )  # fmt: skip
-        metrics.describe("aiocoord_worker_tasks_total", "counter",
-                         "task outcomes: completed, failed, refused, returned")  # fmt: skip
-        metrics.describe("aiocoord_worker_running", "gauge", "tasks running now")
-        metrics.collect(counts("aiocoord_worker_tasks_total", lambda: worker.counts, "outcome"))
-        metrics.collect(lambda: [("aiocoord_worker_running", {}, float(len(worker.running)))])
+        metrics.collect("aiocoord_worker_tasks_total", "counter",
+                        "task outcomes: completed, failed, refused, returned",
+                        counts(lambda: worker.counts), ["outcome"])  # fmt: skip
+        metrics.collect("aiocoord_worker_running", "gauge", "tasks running now",
+                        lambda: [((), len(worker.running))])  # fmt: skip
+        metrics.readiness(lambda: (worker.registered, f"{worker.path} " + (
+            "registered" if worker.registered else "not registered (yet, or again)")))  # fmt: skip
         await worker.run()
 
 

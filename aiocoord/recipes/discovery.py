@@ -24,16 +24,17 @@ import itertools
 import logging
 import random
 import re
+import ssl
 import time
-import urllib.parse
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, replace
 from enum import Enum
-from typing import Any
+from typing import Any, Final
 
 import anyio
 import anyio.abc
+import httpx
 
 from ..transport import codec
 from ..transport.client import MAX_PACKET, Client
@@ -60,6 +61,7 @@ __all__ = [
     "command_check",
     "http_check",
     "parse_check",
+    "parse_status_ranges",
     "tcp_check",
 ]
 
@@ -575,31 +577,74 @@ def tcp_check(host: str, port: int) -> HealthCheck:
     return check
 
 
-def http_check(url: str) -> HealthCheck:
-    """Healthy when ``GET url`` answers with a status below 400 (http and https)."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+#: the statuses an HTTP check accepts by default (Consul's: any 2xx)
+HEALTHY_STATUS: Final = range(200, 300)
+
+
+def http_check(
+    url: str,
+    *,
+    method: str = "GET",
+    headers: Mapping[str, str] | None = None,
+    status: Collection[int] = HEALTHY_STATUS,
+    follow_redirects: bool = False,
+    ca: str | None = None,
+    cert: str | None = None,
+    key: str | None = None,
+    insecure: bool = False,
+    timeout: float = 10.0,
+) -> HealthCheck:
+    """Healthy when ``method url`` answers with a status in ``status`` (2xx by default).
+
+    Redirects are not followed unless ``follow_redirects``: a 3xx is unhealthy by default (a
+    login page is not a healthy service). https: the server's certificate is verified against
+    the system's CAs, or ``ca`` (a PEM file); ``insecure`` skips verification; ``cert`` (and
+    ``key``, when not in it) is a client certificate for servers that require one. ``timeout``:
+    seconds for the connection and for each read. ValueError at once for a bad URL or method;
+    an unreadable file raises ``OSError`` (or ``ssl.SSLError``) at once too.
+    """
+    parsed = httpx.URL(url) if url.startswith(("http://", "https://")) else None
+    if parsed is None or not parsed.host:
         raise ValueError(f"bad health check URL {url!r}")
-    host, tls = parts.hostname, parts.scheme == "https"
-    port = parts.port or (443 if tls else 80)
-    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    request = f"GET {target} HTTP/1.0\r\nHost: {parts.netloc}\r\nConnection: close\r\n\r\n"
+    if not re.fullmatch(r"[A-Z]+", method):
+        raise ValueError(f"bad health check method {method!r}: expected e.g. GET or HEAD")
+    verify: ssl.SSLContext | bool = False
+    if not insecure:
+        verify = ssl.create_default_context(cafile=ca)
+    elif cert is not None:
+        verify = ssl.create_default_context()
+        verify.check_hostname, verify.verify_mode = False, ssl.CERT_NONE
+    if cert is not None:
+        assert isinstance(verify, ssl.SSLContext)
+        verify.load_cert_chain(cert, key)
+    expected = status
 
     async def check() -> bool:
-        stream: anyio.abc.ByteStream = (
-            await anyio.connect_tcp(host, port, tls=True)
-            if tls
-            else await anyio.connect_tcp(host, port)
-        )
-        async with stream:
-            await stream.send(request.encode())
-            head = b""
-            while b"\r\n" not in head and len(head) < 4096:
-                head += await stream.receive()
-        status = head.split(b"\r\n", 1)[0].split()
-        return len(status) >= 2 and status[1].isdigit() and int(status[1]) < 400
+        async with httpx.AsyncClient(
+            verify=verify, follow_redirects=follow_redirects, timeout=timeout, trust_env=False
+        ) as client:
+            response = await client.request(method, url, headers=headers)
+        if response.status_code in expected:
+            return True
+        log.debug("health check %s %s: status %d", method, url, response.status_code)
+        return False
 
     return check
+
+
+def parse_status_ranges(text: str) -> frozenset[int]:
+    """``200-299,301`` (statuses and inclusive ranges, comma-separated) as the set of statuses;
+    ValueError when malformed or outside 100-599."""
+    statuses: set[int] = set()
+    for part in text.split(","):
+        low, dash, high = part.strip().partition("-")
+        if not low.isdigit() or (dash and not high.isdigit()):
+            raise ValueError(f"bad HTTP status {text!r}: expected e.g. 200-299 or 200,204")
+        first, last = int(low), int(high if dash else low)
+        if not 100 <= first <= last <= 599:
+            raise ValueError(f"bad HTTP status range {part.strip()!r}: within 100-599, low first")
+        statuses.update(range(first, last + 1))
+    return frozenset(statuses)
 
 
 def command_check(command: str) -> HealthCheck:
@@ -612,15 +657,19 @@ def command_check(command: str) -> HealthCheck:
     return check
 
 
-def parse_check(spec: str) -> HealthCheck:
-    """``tcp://HOST:PORT``, ``http(s)://...`` or ``cmd:COMMAND`` as a health check."""
+def parse_check(spec: str, **http_options: Any) -> HealthCheck:
+    """``tcp://HOST:PORT``, ``http(s)://...`` or ``cmd:COMMAND`` as a health check;
+    ``http_options`` are ``http_check``'s (method, headers, ...), for an http(s) spec only."""
+    if http_options and not spec.startswith(("http://", "https://")):
+        raise ValueError(f"HTTP options ({', '.join(sorted(http_options))}) with a non-HTTP "
+                         f"health check {spec!r}")  # fmt: skip
     if spec.startswith("tcp://"):
         host, sep, port = spec[len("tcp://") :].rpartition(":")
         if not sep or not port.isdigit() or not 0 < int(port) < 65536:
             raise ValueError(f"bad TCP health check {spec!r}: expected tcp://HOST:PORT")
         return tcp_check(host.strip("[]") or "127.0.0.1", int(port))
     if spec.startswith(("http://", "https://")):
-        return http_check(spec)
+        return http_check(spec, **http_options)
     if spec.startswith("cmd:") and spec[4:].strip():
         return command_check(spec[4:])
     raise ValueError(f"bad health check {spec!r}: tcp://HOST:PORT, http(s)://URL or cmd:COMMAND")

@@ -1543,6 +1543,13 @@ class Worker:
     def running(self) -> frozenset[str]:
         return frozenset(self._running)
 
+    @property
+    def registered(self) -> bool:
+        """Whether this worker's node is held by the current session (and it is not stopping):
+        the dispatcher can assign to it. No I/O."""
+        session = self._registered[0]
+        return session != 0 and session == self._client.session_id and not self._stopping.is_set()
+
     def stop(self) -> None:
         """Stop gracefully (``run()`` returns once finished or returned its tasks)."""
         self._stopping.set()

@@ -346,8 +346,8 @@ async def test_handler_failure_is_reported_as_unavailable(zk: Client) -> None:
         tg.cancel_scope.cancel()
 
 
-async def test_non_loopback_address_without_a_token_is_refused() -> None:
+async def test_non_loopback_address_without_tls_is_refused() -> None:
     add: Callable[[TriggerRequest], object] = lambda request: None  # noqa: E731
     server = TriggerServer({"ADD": add})  # type: ignore[dict-item]
-    with pytest.raises(ValueError, match="without a token"):
+    with pytest.raises(ValueError, match="without TLS"):
         await server.serve("0.0.0.0", 0)

@@ -248,11 +248,18 @@ def test_loopback_hosts(host: str, loopback: bool) -> None:
     assert _is_loopback(host) is loopback
 
 
-def test_a_server_listens_beyond_loopback_only_with_a_token() -> None:
+def test_a_server_listens_beyond_loopback_only_with_tls_and_a_token() -> None:
     TriggerServer.check_address("127.0.0.1", has_token=False)
-    TriggerServer.check_address("0.0.0.0", has_token=True)
+    TriggerServer.check_address("0.0.0.0", has_token=True, tls=True)
     with pytest.raises(ValueError) as refused:
-        TriggerServer.check_address("0.0.0.0", has_token=False)
-    assert (
-        str(refused.value) == "refusing to serve triggers on non-loopback '0.0.0.0' without a token"
+        TriggerServer.check_address("0.0.0.0", has_token=True)
+    assert str(refused.value) == (
+        "refusing to serve triggers on non-loopback '0.0.0.0' without TLS: the token and the "
+        "configs would cross the network in plaintext"
+    )
+    with pytest.raises(ValueError) as refused:
+        TriggerServer.check_address("0.0.0.0", has_token=False, tls=True)
+    assert str(refused.value) == (
+        "refusing to serve triggers on non-loopback '0.0.0.0' without a token or client "
+        "certificates: anyone who reaches the port could publish"
     )

@@ -23,6 +23,13 @@ Idle and slow connections cannot starve the port: a connection must send its fir
 ``max_connections`` (1024) a new connection evicts the oldest one that is not being served
 (waiting for a request, or sending one), and is told ``busy`` only when every one is in a handler.
 
+TLS: a server given an ``ssl.SSLContext`` speaks both framings over TLS only (a connection that
+fails the handshake, plaintext included, is closed; the server keeps serving). TLS has no
+half-close in asyncio's transport, so the channel is ``_tls.TlsChannel``: a legacy client ends its
+request with close_notify and still reads the reply. A non-loopback address is refused unless the
+clients are authenticated over TLS (a token, or a required client certificate), or the caller
+says ``allow_insecure_listen``: a token sent in plaintext can be read by anyone on the path.
+
 The server knows nothing of configs: it calls a handler per command (the config agent gives one).
 """
 
@@ -33,17 +40,19 @@ import contextlib
 import hmac
 import ipaddress
 import logging
+import ssl
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Final, Self
+from typing import Any, Final, Protocol, Self
 
 import anyio
 import anyio.abc
 
 from ...transport import codec
 from ...transport.errors import CoordError, InvalidPath, PayloadTooLarge
+from ._tls import TlsChannel
 
 __all__ = [
     "TriggerClient",
@@ -85,6 +94,15 @@ class TriggerRequest:
 TriggerHandler = Callable[[TriggerRequest], Awaitable[str]]
 
 
+class _Writer(Protocol):
+    """What a connection writes to: an ``asyncio.StreamWriter``, or a ``TlsChannel``."""
+
+    def write(self, data: bytes) -> None: ...
+    async def drain(self) -> None: ...
+    def can_write_eof(self) -> bool: ...
+    def write_eof(self) -> None: ...
+
+
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -103,6 +121,9 @@ class TriggerServer:
     ``idle_timeout``: seconds a framed connection may wait between requests.
     ``max_connections``: connections open at once; one more evicts the oldest that is not in a
     handler (``busy`` when all are). ``allow_empty``: accept empty (or whitespace) data.
+    ``ssl_context``: serve over TLS only (a server-side context; ``verify_mode`` CERT_REQUIRED
+    with a CA loaded requires client certificates). ``allow_insecure_listen``: serve a
+    non-loopback address without TLS or without client authentication (see ``check_address``).
     """
 
     def __init__(
@@ -116,6 +137,8 @@ class TriggerServer:
         idle_timeout: float = 60.0,
         max_connections: int = 1024,
         allow_empty: bool = False,
+        ssl_context: ssl.SSLContext | None = None,
+        allow_insecure_listen: bool = False,
     ) -> None:
         if not handlers:
             raise ValueError("a trigger server needs at least one command")
@@ -127,18 +150,50 @@ class TriggerServer:
         self.idle_timeout = idle_timeout
         self.max_connections = max_connections
         self.allow_empty = allow_empty
+        self.ssl_context = ssl_context
+        self.allow_insecure_listen = allow_insecure_listen
         self._open: dict[_Open, None] = {}  # admitted connections, oldest first
         self._connections: set[asyncio.Task[Any]] = set()
         #: requests by outcome: "ok" or an error code (for metrics and tests)
         self.counts: Counter[str] = Counter()
         #: connections closed to make room for a newer one
         self.evicted = 0
+        #: whether ``serve()`` has bound its address and accepts connections
+        self.listening = False
 
     @staticmethod
-    def check_address(host: str, has_token: bool) -> None:
-        """ValueError unless ``host`` is loopback or a token is set."""
-        if not has_token and not _is_loopback(host):
-            raise ValueError(f"refusing to serve triggers on non-loopback {host!r} without a token")
+    def check_address(
+        host: str,
+        has_token: bool,
+        *,
+        tls: bool = False,
+        client_certs: bool = False,
+        allow_insecure: bool = False,
+    ) -> None:
+        """ValueError unless ``host`` is loopback, or the clients are authenticated over TLS
+        (``tls`` and a token or required ``client_certs``), or ``allow_insecure``."""
+        if allow_insecure or _is_loopback(host):
+            return
+        if not tls:
+            raise ValueError(
+                f"refusing to serve triggers on non-loopback {host!r} without TLS: the token "
+                "and the configs would cross the network in plaintext"
+            )
+        if not (has_token or client_certs):
+            raise ValueError(
+                f"refusing to serve triggers on non-loopback {host!r} without a token or "
+                "client certificates: anyone who reaches the port could publish"
+            )
+
+    def _check_own_address(self, host: str) -> None:
+        context = self.ssl_context
+        self.check_address(
+            host,
+            self._token is not None,
+            tls=context is not None,
+            client_certs=context is not None and context.verify_mode == ssl.CERT_REQUIRED,
+            allow_insecure=self.allow_insecure_listen,
+        )
 
     async def serve(
         self,
@@ -149,17 +204,21 @@ class TriggerServer:
     ) -> None:
         """Listen on ``host:port`` (0: any free port) until cancelled; reports the bound port
         through ``task_status`` (``port = await tg.start(server.serve, host, 0)``)."""
-        self.check_address(host, self._token is not None)
+        self._check_own_address(host)
         server = await asyncio.start_server(
             self._connection, host, port, limit=self.max_frame + 1, reuse_address=True
         )
         bound = server.sockets[0].getsockname()[1]
-        log.info("trigger server listening on %s:%d", host, bound)
+        log.info(
+            "trigger server listening on %s:%d%s", host, bound, " (TLS)" if self.ssl_context else ""
+        )
         try:
             async with server:
+                self.listening = True
                 task_status.started(bound)
                 await anyio.sleep_forever()
         finally:
+            self.listening = False
             # asyncio (3.11) leaves the connections' tasks running when the server closes
             tasks = list(self._connections)
             for task in tasks:
@@ -185,7 +244,8 @@ class TriggerServer:
                 message = f"too many connections (limit {self.max_connections}), all being served"
                 self._reject(conn.peer, "busy", message)
                 writer.write(f"ERR busy {message}\n".encode())
-            if not conn.scope.cancel_called:  # (an evicted one is closed at once)
+            # (an evicted one is closed at once; a TLS one lingered in _serve_connection)
+            if not conn.scope.cancel_called and self.ssl_context is None:
                 with contextlib.suppress(ConnectionError, OSError, RuntimeError):
                     await _linger(reader, writer)
         except (ConnectionError, OSError, RuntimeError) as exc:  # (uvloop: "handler is closed")
@@ -223,6 +283,30 @@ class TriggerServer:
     async def _serve_connection(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, conn: _Open
     ) -> None:
+        if self.ssl_context is None:
+            await self._serve_stream(reader, writer, conn)
+            return
+        # ssl.SSLError (an OSError: logged by _connection) when the handshake fails
+        with anyio.move_on_after(self.first_byte_timeout) as waiting:
+            channel = await TlsChannel.open(
+                reader, writer, self.ssl_context, server_side=True, limit=self.max_frame + 1
+            )
+        if waiting.cancelled_caught:
+            log.info(
+                "trigger connection from %s did not finish the TLS handshake in %gs: closed",
+                conn.peer, self.first_byte_timeout,
+            )  # fmt: skip
+            return
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(channel.pump)
+            await self._serve_stream(channel.reader, channel, conn)
+            with contextlib.suppress(ConnectionError, OSError, RuntimeError):
+                await _linger(channel.reader, channel)
+            tg.cancel_scope.cancel()
+
+    async def _serve_stream(
+        self, reader: asyncio.StreamReader, writer: _Writer, conn: _Open
+    ) -> None:
         with anyio.move_on_after(self.first_byte_timeout) as waiting:
             first = await reader.read(1)
         if waiting.cancelled_caught:
@@ -241,7 +325,7 @@ class TriggerServer:
 
     # -- legacy ----------------------------------------------------------------------------
     async def _legacy(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, first: bytes, conn: _Open
+        self, reader: asyncio.StreamReader, writer: _Writer, first: bytes, conn: _Open
     ) -> None:
         peer = conn.peer
         frame = bytearray(first)
@@ -275,7 +359,7 @@ class TriggerServer:
 
     # -- framed ----------------------------------------------------------------------------
     async def _framed(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, first: bytes, conn: _Open
+        self, reader: asyncio.StreamReader, writer: _Writer, first: bytes, conn: _Open
     ) -> None:
         peer = conn.peer
         pending = first
@@ -324,9 +408,7 @@ class TriggerServer:
                 )
             await writer.drain()
 
-    def _reply(
-        self, writer: asyncio.StreamWriter, peer: str, request_id: Any, error: TriggerError
-    ) -> None:
+    def _reply(self, writer: _Writer, peer: str, request_id: Any, error: TriggerError) -> None:
         self._reject(peer, error.code, error.message)
         reply = {"id": request_id, "ok": False, "code": error.code, "error": error.message}
         writer.write(codec.dumps(reply) + b"\n")
@@ -420,7 +502,7 @@ def _check_request(
     return handler
 
 
-async def _linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def _linger(reader: asyncio.StreamReader, writer: _Writer) -> None:
     """Half-close and drain what the client still sends (briefly), so that closing does not
     reset the connection before the client has read the reply."""
     if writer.can_write_eof():
@@ -457,19 +539,26 @@ class _WithId(TriggerError):
 
 class TriggerClient:
     """A framed-mode client: ``async with TriggerClient(host, port) as t: await t.send("ADD",
-    data)``. Many requests per connection; errors raise ``TriggerError``."""
+    data)``. Many requests per connection; errors raise ``TriggerError``. ``ssl_context``: a
+    client-side context to speak TLS (the server's name checked against ``host``)."""
 
     def __init__(
-        self, host: str = "127.0.0.1", port: int = DEFAULT_PORT, *, token: str | None = None
+        self,
+        host: str = "127.0.0.1",
+        port: int = DEFAULT_PORT,
+        *,
+        token: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.host, self.port, self._token = host, port, token
+        self._ssl_context = ssl_context
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._next_id = 0
 
     async def __aenter__(self) -> Self:
         self._reader, self._writer = await asyncio.open_connection(
-            self.host, self.port, limit=DEFAULT_MAX_FRAME
+            self.host, self.port, limit=DEFAULT_MAX_FRAME, ssl=self._ssl_context
         )
         return self
 
@@ -516,22 +605,37 @@ class TriggerClient:
         return str(reply["version"])
 
 
-async def send_legacy(host: str, port: int, request: bytes) -> str:
-    """Send one legacy ``CMD|DATA`` request (half-closing after it); returns the version, or
-    raises ``TriggerError``."""
+async def send_legacy(
+    host: str, port: int, request: bytes, *, ssl_context: ssl.SSLContext | None = None
+) -> str:
+    """Send one legacy ``CMD|DATA`` request (half-closing after it: over TLS with close_notify);
+    returns the version, or raises ``TriggerError``. ``ssl_context``: as ``TriggerClient``'s."""
     reader, writer = await asyncio.open_connection(host, port)
     try:
-        writer.write(request)
-        await writer.drain()
-        writer.write_eof()
-        line = (await reader.readline()).decode(errors="replace").rstrip("\n")
+        if ssl_context is None:
+            _send_request(writer, request)
+            await writer.drain()
+            reply = await reader.readline()
+        else:
+            channel = await TlsChannel.open(
+                reader, writer, ssl_context, server_side=False, server_hostname=host
+            )
+            _send_request(channel, request)
+            await channel.drain()
+            reply = (await channel.read_to_end()).split(b"\n", 1)[0]
     finally:
         writer.close()
         with contextlib.suppress(ConnectionError, OSError):
             await writer.wait_closed()
+    line = reply.decode(errors="replace").rstrip("\n")
     if line.startswith("OK "):
         return line[3:]
     raise _error_line(line)
+
+
+def _send_request(writer: _Writer, request: bytes) -> None:
+    writer.write(request)
+    writer.write_eof()
 
 
 def _error_line(line: str) -> TriggerError:
