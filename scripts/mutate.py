@@ -649,8 +649,8 @@ M = [
     (
         "trigger first byte waits the idle timeout",
         "aiocoord/recipes/config/trigger.py",
-        "        with anyio.move_on_after(self.first_byte_timeout) as waiting:",
-        "        with anyio.move_on_after(self.idle_timeout) as waiting:",
+        "        with anyio.move_on_after(self.first_byte_timeout) as waiting:\n            first = await reader.read(1)",
+        "        with anyio.move_on_after(self.idle_timeout) as waiting:\n            first = await reader.read(1)",
         [
             R
             + "test_config_trigger.py::test_a_connection_that_sends_nothing_is_closed_at_the_first_byte_deadline"
@@ -1450,6 +1450,140 @@ M = [
         "            return [other, *args]",
         "            return args",
         [S + "test_task_commands.py::test_old_and_new_spellings_of_tasks"],
+    ),
+    (
+        "trigger TLS: a non-loopback address without TLS",
+        "aiocoord/recipes/config/trigger.py",
+        "if not tls:",
+        "if False:",
+        [
+            R
+            + "test_trigger_tls.py::test_a_non_loopback_address_needs_tls_and_authenticated_clients"
+        ],
+    ),
+    (
+        "trigger TLS: neither a token nor client certificates",
+        "aiocoord/recipes/config/trigger.py",
+        "if not (has_token or client_certs):",
+        "if False:",
+        [R + "test_trigger_tls.py::test_a_server_refuses_to_listen_beyond_loopback_unprotected"],
+    ),
+    (
+        "trigger TLS: client certificates assumed",
+        "aiocoord/recipes/config/trigger.py",
+        "client_certs=context is not None and context.verify_mode == ssl.CERT_REQUIRED,",
+        "client_certs=True,",
+        [R + "test_trigger_tls.py::test_a_server_refuses_to_listen_beyond_loopback_unprotected"],
+    ),
+    (
+        "agent: an unprotected --listen allowed",
+        "services/agent.py",
+        "allow_insecure=args.allow_insecure_listen,",
+        "allow_insecure=True,",
+        [
+            S
+            + "test_trigger_tls_services.py::test_agent_refuses_an_unprotected_public_address_in_one_line"
+        ],
+    ),
+    (
+        "trigger TLS: no close_notify half-close",
+        "aiocoord/recipes/config/_tls.py",
+        "self._tls.unwrap()",
+        "pass",
+        [R + "test_trigger_tls.py::test_framed_and_legacy_requests_over_tls"],
+    ),
+    (
+        "http check: redirects followed",
+        "aiocoord/recipes/discovery.py",
+        "verify=verify, follow_redirects=follow_redirects,",
+        "verify=verify, follow_redirects=True,",
+        [R + "test_http_checks.py::test_a_redirect_is_unhealthy_unless_followed"],
+    ),
+    (
+        "http check: any status below 400",
+        "aiocoord/recipes/discovery.py",
+        "if response.status_code in expected:",
+        "if response.status_code < 400:",
+        [R + "test_http_checks.py::test_expected_statuses"],
+    ),
+    (
+        "http check: status outside 100-599",
+        "aiocoord/recipes/discovery.py",
+        "if not 100 <= first <= last <= 599:",
+        "if not first <= last:",
+        [R + "test_http_checks.py::test_status_ranges_parse"],
+    ),
+    (
+        "http check: https not verified",
+        "aiocoord/recipes/discovery.py",
+        "    if not insecure:\n        verify = ssl.create_default_context(cafile=ca)",
+        "    if True:\n        verify = ssl.create_default_context(cafile=ca)",
+        [R + "test_http_checks.py::test_https_verifies_the_server_against_a_ca_or_skips_when_told"],
+    ),
+    (
+        "http check: options without an http check",
+        "aiocoord/recipes/discovery.py",
+        'if http_options and not spec.startswith(("http://", "https://")):',
+        "if False:",
+        [R + "test_http_checks.py::test_http_options_only_with_an_http_check"],
+    ),
+    (
+        "healthz: always healthy",
+        "services/metrics.py",
+        'return state.live, f"session {state.value}"',
+        'return True, f"session {state.value}"',
+        [
+            S
+            + "test_health_endpoints.py::test_exposition_head_healthz_and_readyz_of_elect_through_a_paused_server"
+        ],
+    ),
+    (
+        "readyz: ready without a live session",
+        "services/metrics.py",
+        "if not live or self._readiness is None:",
+        "if self._readiness is None:",
+        [
+            S
+            + "test_health_endpoints.py::test_exposition_head_healthz_and_readyz_of_elect_through_a_paused_server"
+        ],
+    ),
+    (
+        "metrics: HEAD sends the body",
+        "services/metrics.py",
+        'await stream.send(head if method == b"HEAD" else head + body)',
+        "await stream.send(head + body)",
+        [
+            S
+            + "test_health_endpoints.py::test_exposition_head_healthz_and_readyz_of_elect_through_a_paused_server"
+        ],
+    ),
+    (
+        "metrics: other methods served",
+        "services/metrics.py",
+        'if method not in (b"GET", b"HEAD"):',
+        "if False:",
+        [S + "test_metrics_exposition.py::test_paths_and_methods"],
+    ),
+    (
+        "metrics: integers in e-notation",
+        "services/metrics.py",
+        "    if value.is_integer():\n        return str(int(value))\n",
+        "",
+        [S + "test_metrics_exposition.py::test_large_counters_and_timestamps_render_exactly"],
+    ),
+    (
+        "readyz: app ready without a version",
+        "services/common.py",
+        "if self._last is None or self._last[0] is None:",
+        "if self._last is None:",
+        [S + "test_health_endpoints.py::test_app_is_ready_once_a_version_is_in_place"],
+    ),
+    (
+        "readyz: elect ready while not a candidate",
+        "services/metrics.py",
+        "if election.candidate_path is None:",
+        "if False:",
+        [S + "test_health_endpoints.py::test_elect_is_not_ready_while_it_waits_to_contend_again"],
     ),
 ]
 
