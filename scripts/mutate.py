@@ -1324,9 +1324,9 @@ M = [
     ),
     (
         "chaos: duplicated protected creates not checked",
-        "chaos/workloads/session.py",
-        '            elif result == "info" and n > 1:',
-        "            elif False:",
+        "chaos/workloads/base.py",
+        '        elif result == "info" and n > 1:',
+        "        elif False:",
         [C + "test_session_checker_finds"],
     ),
     (

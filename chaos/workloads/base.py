@@ -104,6 +104,16 @@ class Report:
     def violation(self, text: str) -> None:
         self.violations.append(text)
 
+    def once(self, what: str, result: str, n: int) -> None:
+        """An operation whose effect is found ``n`` times: once when acknowledged, at most once
+        when its outcome is unknown, never when it failed."""
+        if result == "ok" and n != 1:
+            self.violation(f"acknowledged {what} exists {n}x")
+        elif result == "info" and n > 1:
+            self.violation(f"{what} duplicated ({n}x)")
+        elif result == "fail" and n:
+            self.violation(f"failed {what} exists {n}x")
+
     def worst(self, what: str, seconds: float) -> None:
         self.recovery[what] = max(self.recovery.get(what, 0.0), round(seconds, 2))
 

@@ -183,13 +183,7 @@ class ConfigWorkload(Workload):
         for invoke, completion in operations(entries, "publish"):
             result = outcome(completion)
             report.count(f"publish {invoke['framing']}", result)
-            n = len(by_uid.get(invoke["uid"], []))
-            if result == "ok" and n != 1:
-                report.violation(f"acknowledged publish {invoke['uid']} is in the history {n}x")
-            elif result == "info" and n > 1:
-                report.violation(f"publish {invoke['uid']} is in the history {n}x")
-            elif result == "fail" and n:
-                report.violation(f"failed publish {invoke['uid']} is in the history {n}x")
+            report.once(f"publish {invoke['uid']}", result, len(by_uid.get(invoke["uid"], [])))
             if result == "ok" and completion is not None:
                 acked.append((completion["t"], completion["version"]))
         newest = versions[max(versions)] if versions else None

@@ -151,11 +151,5 @@ class SessionWorkload(Workload):
         for data in items.get(node, []):
             counts[data] += 1
         for invoke, completion in operations(mine, "create"):
-            result = outcome(completion)
             n = counts.get(invoke["uid"], 0)
-            if result == "ok" and n != 1:
-                report.violation(f"{process}: acknowledged create {invoke['uid']} exists {n}x")
-            elif result == "info" and n > 1:
-                report.violation(f"{process}: create {invoke['uid']} duplicated ({n}x)")
-            elif result == "fail" and n:
-                report.violation(f"{process}: failed create {invoke['uid']} exists {n}x")
+            report.once(f"create {invoke['uid']} of {process}", outcome(completion), n)

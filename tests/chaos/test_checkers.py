@@ -256,7 +256,7 @@ def test_config_checker_finds_double_publishes_out_of_order_and_rejected_applies
     }
     found = "\n".join(config(tmp_path, log, final))
     for text in (
-        "acknowledged publish p2 is in the history 2x",
+        "acknowledged publish p2 exists 2x",
         "app0 reloaded conf-0000000001 after a newer version",
         "app1 reloaded the rejected version conf-0000000004",
         "app0's file ends on 'config p1\\n', not the newest",
