@@ -82,6 +82,7 @@ from .transport.errors import (
     ZooKeeperError,
 )
 from .transport.paths import join, parent, validate_path
+from .transport.security import SaslOptions, tls_context
 from .transport.types import (
     ACL,
     CREATOR_ALL_ACL,
@@ -159,6 +160,7 @@ __all__ = [
     "RequestTimeout",
     "RolledBack",
     "RuntimeInconsistency",
+    "SaslOptions",
     "ServiceCache",
     "ServiceEvent",
     "ServiceInstance",
@@ -203,6 +205,7 @@ __all__ = [
     "run",
     "send_legacy",
     "tcp_check",
+    "tls_context",
     "validate_path",
     "watch_node",
 ]
