@@ -81,18 +81,21 @@ class ServerTls:
         }
 
 
-def _sasl_setup(workdir: Path, users: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:
-    """The config and JVM arguments of a server that requires SASL DIGEST-MD5 of ``users``."""
-
+def _write_jaas(jaas: Path, users: Mapping[str, str]) -> None:
     def quoted(text: str) -> str:
         return text.replace("\\", "\\\\").replace('"', '\\"')
 
     entries = "".join(f'    user_{name}="{quoted(pw)}"\n' for name, pw in users.items())
-    jaas = workdir / "jaas.conf"
     jaas.write_text(
         "Server {\n    org.apache.zookeeper.server.auth.DigestLoginModule required\n"
         f"{entries.rstrip()};\n}};\n"
     )
+
+
+def _sasl_setup(workdir: Path, users: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:
+    """The config and JVM arguments of a server that requires SASL DIGEST-MD5 of ``users``."""
+    jaas = workdir / "jaas.conf"
+    _write_jaas(jaas, users)
     config = {
         "authProvider.sasl": "org.apache.zookeeper.server.auth.SASLAuthenticationProvider",
         "enforce.auth.enabled": "true",
@@ -442,6 +445,14 @@ class ZooKeeperServer:
     @property
     def hosts(self) -> str:
         return self._proc.address
+
+    def set_sasl_users(self, users: Mapping[str, str]) -> None:
+        """Replace the SASL users (name: password) of a server made with ``sasl_users``; they
+        count from its next start (``restart``)."""
+        jaas = self.workdir / "jaas.conf"
+        if not jaas.exists():
+            raise RuntimeError("this server does not require SASL: make it with sasl_users=")
+        _write_jaas(jaas, users)
 
     @property
     def tls_hosts(self) -> str:
