@@ -5,8 +5,12 @@ reconnect, and ACLs of the ``sasl`` scheme."""
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import anyio
 import pytest
@@ -139,3 +143,23 @@ async def test_refused_on_reconnect_is_terminal(
         finally:
             sasl_server.set_sasl_users(USERS)
             sasl_server.restart()
+
+
+def test_command_line(sasl_server: ZooKeeperServer, tmp_path: Path) -> None:
+    """``--zk-sasl-user`` with ``--zk-sasl-password-file`` (or the environment's password)."""
+    pw = tmp_path / "pw"
+    pw.write_text(USERS["alice"] + "\n")
+    base = [sys.executable, "-m", "services", "tasks", "--zk", sasl_server.hosts, "--json"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIOCOORD_ZK")}
+    ok = subprocess.run(
+        [*base, "--zk-sasl-user", "alice", "--zk-sasl-password-file", str(pw)],
+        capture_output=True, text=True, timeout=60, env=env,
+    )  # fmt: skip
+    assert ok.returncode == 0, ok.stderr
+    refused = subprocess.run(
+        [*base, "--zk-sasl-user", "alice"],
+        capture_output=True, text=True, timeout=60,
+        env={**env, "AIOCOORD_ZK_SASL_PASSWORD": "wrong"},
+    )  # fmt: skip
+    assert refused.returncode == 1
+    assert "refused SASL DIGEST-MD5 authentication of 'alice'" in refused.stderr

@@ -6,7 +6,10 @@ check, a missing client certificate, a handshake that never completes, and core 
 from __future__ import annotations
 
 import asyncio
+import os
 import ssl
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -205,3 +208,17 @@ async def test_multi(secured: Client) -> None:
     )
     assert len(results) == 3
     assert (await secured.get("/m"))[0] == b"z"
+
+
+def test_command_line(tls_server: ZooKeeperServer, certs: TlsCertificates) -> None:
+    """``--zk-tls-ca``/``--zk-tls-cert`` and ``AIOCOORD_ZK_TLS_KEY`` on a one-shot command."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIOCOORD_ZK")}
+    out = subprocess.run(
+        [
+            sys.executable, "-m", "services", "tasks", "--json", "--zk", tls_server.tls_hosts,
+            "--zk-tls-ca", str(certs.ca), "--zk-tls-cert", str(certs.client_cert),
+        ],
+        capture_output=True, text=True, timeout=60,
+        env={**env, "AIOCOORD_ZK_TLS_KEY": str(certs.client_key)},
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
