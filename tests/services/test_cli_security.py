@@ -27,7 +27,7 @@ def _args(*argv: str) -> argparse.Namespace:
 def _fails(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
     """Run ``aiocoord tasks`` against a port where nothing listens: the options must be refused
     before any connect (which would fail later, differently, with status 1)."""
-    code = main(["tasks", "--zk", f"127.0.0.1:{free_port()}", "--connect-timeout", "30", *argv])
+    code = main(["tasks", "--zk", f"127.0.0.1:{free_port()}", "--connect-timeout", "2", *argv])
     err = capsys.readouterr().err
     assert code == 2, err
     assert len(err.strip().splitlines()) == 1, err

@@ -138,6 +138,25 @@ async def test_tls_handshake_is_bounded_by_the_attempt_timeout(
         await stall.wait_closed()
 
 
+@pytest.mark.both_loops
+async def test_close_is_bounded_when_the_server_is_silent(
+    tls_server: ZooKeeperServer, certs: TlsCertificates
+) -> None:
+    """A paused server answers neither the CloseSession nor TLS's close_notify: the close still
+    ends within its bounds and leaves no socket open (uvloop's would outlive its loop, an error
+    at teardown)."""
+    zk = Client(tls_server.tls_hosts, ssl=certs.client_context(), session_timeout=4)
+    await zk.__aenter__()
+    tls_server.pause()
+    try:
+        started = time.monotonic()
+        with anyio.fail_after(6):
+            await zk.aclose()
+        assert time.monotonic() - started < 4
+    finally:
+        tls_server.resume()
+
+
 def test_tls_context_names_the_file_that_does_not_load(
     tmp_path: Path, certs: TlsCertificates
 ) -> None:
