@@ -147,6 +147,19 @@ def add_json_option(parser: argparse.ArgumentParser, what: str = "print JSON") -
     parser.add_argument("--json", action="store_true", help=what)
 
 
+#: the TLS and SASL session options: (option, metavar, environment variable, help)
+_SECURITY_OPTIONS = (
+    ("--zk-tls-ca", "FILE", "AIOCOORD_ZK_TLS_CA", "connect with TLS, the servers' certificates "
+     "checked against the CAs of this PEM file and their names against --zk's hosts"),
+    ("--zk-tls-cert", "FILE", "AIOCOORD_ZK_TLS_CERT",
+     "TLS client certificate (PEM), for servers that require one"),
+    ("--zk-tls-key", "FILE", "AIOCOORD_ZK_TLS_KEY",
+     "the client certificate's private key (PEM), when not in --zk-tls-cert"),
+    ("--zk-sasl-user", "NAME", "AIOCOORD_ZK_SASL_USER",
+     "authenticate with SASL DIGEST-MD5 as NAME"),
+)  # fmt: skip
+
+
 def add_session_options(parser: argparse.ArgumentParser, *, one_shot: bool = False) -> None:
     """The session options; ``one_shot`` commands fail fast when ZooKeeper cannot be reached
     (a service waits up to its session timeout) and log only warnings and errors by default."""
@@ -184,34 +197,13 @@ def add_session_options(parser: argparse.ArgumentParser, *, one_shot: bool = Fal
         + (f"{ONE_SHOT_CONNECT_TIMEOUT:g}" if one_shot else "the session timeout")
         + ")",
     )
-    env = os.environ.get
-    group.add_argument(
-        "--zk-tls-ca",
-        metavar="FILE",
-        default=env("AIOCOORD_ZK_TLS_CA") or None,
-        help="connect with TLS, the servers' certificates checked against the CAs of this PEM "
-        "file and their names against --zk's hosts (default: $AIOCOORD_ZK_TLS_CA)",
-    )
-    group.add_argument(
-        "--zk-tls-cert",
-        metavar="FILE",
-        default=env("AIOCOORD_ZK_TLS_CERT") or None,
-        help="TLS client certificate (PEM), for servers that require one "
-        "(default: $AIOCOORD_ZK_TLS_CERT)",
-    )
-    group.add_argument(
-        "--zk-tls-key",
-        metavar="FILE",
-        default=env("AIOCOORD_ZK_TLS_KEY") or None,
-        help="the client certificate's private key (PEM), when not in --zk-tls-cert "
-        "(default: $AIOCOORD_ZK_TLS_KEY)",
-    )
-    group.add_argument(
-        "--zk-sasl-user",
-        metavar="NAME",
-        default=env("AIOCOORD_ZK_SASL_USER") or None,
-        help="authenticate with SASL DIGEST-MD5 as NAME (default: $AIOCOORD_ZK_SASL_USER)",
-    )
+    for option, metavar, variable, what in _SECURITY_OPTIONS:
+        group.add_argument(
+            option,
+            metavar=metavar,
+            default=os.environ.get(variable) or None,
+            help=f"{what} (default: ${variable})",
+        )
     group.add_argument(
         "--zk-sasl-password-file",
         metavar="FILE",
