@@ -284,12 +284,13 @@ class Session:
             self._fail_queued(self._error)
             conn = self._conn
             if conn is not None:
-                self._conn = None
                 conn.close()  # fails what is still in flight (connection_lost)
-                await conn.wait_released(1.0)
+                self._conn = None
             self._end_watches(KeeperState.CLOSED)
             for feed in self._feeds:
                 feed._close()
+            if conn is not None:
+                await conn.wait_released(1.0)  # a TLS close: its close_notify exchange
             runner = self._runner
             if runner is not None and not runner.done():
                 runner.cancel()
