@@ -1392,6 +1392,83 @@ M = [
         "                if stat is None:\n                    lost = False",
         [T + "test_owed_deletes.py::test_only_ours_spares_another_sessions_node"],
     ),
+    (
+        "hostname verification on",
+        "aiocoord/transport/security.py",
+        "    ctx.check_hostname = verify_hostname\n",
+        "    ctx.check_hostname = False\n",
+        [
+            T + "test_tls.py::test_server_name_is_checked",
+            T + "test_tls.py::test_tls_context_names_the_file_that_does_not_load",
+            S + "test_cli_security.py::test_options_and_environment",
+        ],
+    ),
+    (
+        "TLS handshake bounded by the attempt timeout",
+        "aiocoord/transport/session.py",
+        "                    await conn.start_tls(self.ssl, address.name)\n",
+        "                    with anyio.CancelScope(shield=True):\n                        await conn.start_tls(self.ssl, address.name)\n",
+        [T + "test_tls.py::test_tls_handshake_is_bounded_by_the_attempt_timeout"],
+    ),
+    (
+        "a TLS failure is named as one",
+        "aiocoord/transport/session.py",
+        "            if tls_handshake:\n",
+        "            if False:\n",
+        [
+            T + "test_tls.py::test_server_certificate_from_another_ca_is_refused",
+            T + "test_tls.py::test_server_name_is_checked",
+            T + "test_tls.py::test_client_certificate_required",
+        ],
+    ),
+    (
+        "SASL failure is terminal",
+        "aiocoord/transport/session.py",
+        "            self._error = exc\n            self._execute(machine.apply(AuthRefused(str(exc))))\n            return None\n",
+        "            return None\n",
+        [
+            T + "test_sasl.py::test_wrong_password_is_terminal",
+            T + "test_sasl.py::test_refused_on_reconnect_is_terminal",
+        ],
+    ),
+    (
+        "re-auth on reconnect",
+        "aiocoord/transport/session.py",
+        "                if timeout_ms > 0 and self.sasl is not None:\n",
+        "                if timeout_ms > 0 and self.sasl is not None and sent_id == 0:\n",
+        [
+            T + "test_sasl.py::test_authenticated_again_after_a_reconnect",
+            T + "test_sasl.py::test_refused_on_reconnect_is_terminal",
+        ],
+    ),
+    (
+        "password file validation: an empty first line",
+        "services/common.py",
+        "    if not password:\n        raise UsageError(",
+        "    if False:\n        raise UsageError(",
+        [S + "test_cli_security.py::test_password_file_empty"],
+    ),
+    (
+        "password file validation: a user needs a password",
+        "services/common.py",
+        "    if password is None:\n        raise UsageError(",
+        "    if False:\n        raise UsageError(",
+        [S + "test_cli_security.py::test_sasl_user_without_password"],
+    ),
+    (
+        "no password on the command line",
+        "services/common.py",
+        '    group.add_argument("--zk-sasl-password", action=_NoPasswordHere, help=argparse.SUPPRESS)\n',
+        "",
+        [S + "test_cli_security.py::test_no_password_on_the_command_line"],
+    ),
+    (
+        "a TLS close is bounded, then aborted",
+        "aiocoord/transport/connection.py",
+        "        if not self.released.is_set():\n            self.transport.abort()\n",
+        "        if not self.released.is_set():\n            pass\n",
+        [T + "test_tls.py::test_close_is_bounded_when_the_server_is_silent"],
+    ),
 ]
 
 
