@@ -85,6 +85,7 @@ from .transport.errors import (
     ZooKeeperError,
 )
 from .transport.paths import join, parent, validate_path
+from .transport.security import SaslOptions, tls_context
 from .transport.types import (
     ACL,
     CREATOR_ALL_ACL,
@@ -163,6 +164,7 @@ __all__ = [
     "RequestTimeout",
     "RolledBack",
     "RuntimeInconsistency",
+    "SaslOptions",
     "ServiceCache",
     "ServiceEvent",
     "ServiceInstance",
@@ -209,6 +211,7 @@ __all__ = [
     "run",
     "send_legacy",
     "tcp_check",
+    "tls_context",
     "validate_path",
     "watch_node",
 ]

@@ -1,6 +1,7 @@
 """One client library, one process: get / set / create throughput and CPU per request.
 
 Run as ``python -m bench.client --lib aiocoord|kazoo|aiozk --hosts H``; prints one JSON object.
+``--tls-ca`` (with ``--tls-cert``/``--tls-key`` for mutual TLS): aiocoord over TLS.
 Each library runs in its own process so that process CPU time is that library's alone (kazoo's
 I/O thread included). "in flight" is a sliding window: a new request goes out as one completes.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import ssl
 import statistics
 import threading
 import time
@@ -57,11 +59,11 @@ async def _async_bench(
 
 
 async def bench_aiocoord(
-    hosts: str, root: str, plan: list[tuple[str, int, int]]
+    hosts: str, root: str, plan: list[tuple[str, int, int]], context: ssl.SSLContext | None = None
 ) -> list[dict[str, Any]]:
     import aiocoord
 
-    async with aiocoord.Client(hosts) as zk:
+    async with aiocoord.Client(hosts, ssl=context) as zk:
         await zk.ensure_path(root)
         await zk.create(f"{root}/node", PAYLOAD)
 
@@ -171,21 +173,34 @@ def main() -> None:
     parser.add_argument("--n1", type=int, default=2000, help="requests per op, 1 in flight")
     parser.add_argument("--n100", type=int, default=10000, help="requests per op, 100 in flight")
     parser.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop")
+    parser.add_argument("--tls-ca", help="aiocoord only: connect with TLS, trusting this CA")
+    parser.add_argument("--tls-cert", help="the client certificate (mutual TLS)")
+    parser.add_argument("--tls-key", help="the client certificate's key")
     args = parser.parse_args()
+    context = None
+    if args.tls_ca:
+        if args.lib != "aiocoord":
+            parser.error("--tls-ca is for --lib aiocoord")
+        from aiocoord import tls_context
+
+        context = tls_context(args.tls_ca, cert=args.tls_cert, key=args.tls_key)
     plan = [(op, 1, args.n1) for op in OPS] + [(op, 100, args.n100) for op in OPS]
     root = f"/bench-client-{uuid.uuid4().hex[:8]}"
     if args.lib == "kazoo":
         rows = bench_kazoo(args.hosts, root, plan)
     else:
-        fn = bench_aiocoord if args.lib == "aiocoord" else bench_aiozk
+        if args.lib == "aiocoord":
+            run = bench_aiocoord(args.hosts, root, plan, context)
+        else:
+            run = bench_aiozk(args.hosts, root, plan)
         if args.loop == "uvloop":
             import uvloop
 
-            rows = uvloop.run(fn(args.hosts, root, plan))
+            rows = uvloop.run(run)
         else:
-            rows = asyncio.run(fn(args.hosts, root, plan))
+            rows = asyncio.run(run)
     loop = "threads" if args.lib == "kazoo" else args.loop
-    print(json.dumps({"lib": args.lib, "loop": loop, "rows": rows}))
+    print(json.dumps({"lib": args.lib, "loop": loop, "tls": context is not None, "rows": rows}))
 
 
 if __name__ == "__main__":

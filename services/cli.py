@@ -30,7 +30,14 @@ from . import (
     tasks_cmd,
     zk,
 )
-from .common import CommandError, Parser, add_log_options, log_level, setup_logging
+from .common import (
+    CommandError,
+    Parser,
+    add_log_options,
+    log_level,
+    session_security,
+    setup_logging,
+)
 from .metrics import add_metrics_option
 
 log = logging.getLogger("aiocoord")
@@ -136,6 +143,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_logging(log_level(args), getattr(args, "log_format", "text"))
     try:
+        if hasattr(args, "zk_tls_ca"):  # a command with the session options: checked first
+            args.zk_security = session_security(args)
         code: int = args.func(args)
     except KeyboardInterrupt:
         return 130

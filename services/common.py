@@ -1,6 +1,7 @@
 """What every command shares: the parser and its one-line errors, the session options (--zk,
---namespace, --session-timeout, --connect-timeout), the option vocabulary (--path, --id,
---json, hidden old spellings), --log-level and --log-format, and running a service."""
+--namespace, --session-timeout, --connect-timeout, --zk-tls-*, --zk-sasl-*), the option
+vocabulary (--path, --id, --json, hidden old spellings), --log-level and --log-format, and
+running a service."""
 
 from __future__ import annotations
 
@@ -183,6 +184,19 @@ def add_json_option(parser: argparse.ArgumentParser, what: str = "print JSON") -
     parser.add_argument("--json", action="store_true", help=what)
 
 
+#: the TLS and SASL session options: (option, metavar, environment variable, help)
+_SECURITY_OPTIONS = (
+    ("--zk-tls-ca", "FILE", "AIOCOORD_ZK_TLS_CA", "connect with TLS, the servers' certificates "
+     "checked against the CAs of this PEM file and their names against --zk's hosts"),
+    ("--zk-tls-cert", "FILE", "AIOCOORD_ZK_TLS_CERT",
+     "TLS client certificate (PEM), for servers that require one"),
+    ("--zk-tls-key", "FILE", "AIOCOORD_ZK_TLS_KEY",
+     "the client certificate's private key (PEM), when not in --zk-tls-cert"),
+    ("--zk-sasl-user", "NAME", "AIOCOORD_ZK_SASL_USER",
+     "authenticate with SASL DIGEST-MD5 as NAME"),
+)  # fmt: skip
+
+
 def add_session_options(parser: argparse.ArgumentParser, *, one_shot: bool = False) -> None:
     """The session options; ``one_shot`` commands fail fast when ZooKeeper cannot be reached
     (a service waits up to its session timeout) and log only warnings and errors by default."""
@@ -220,15 +234,83 @@ def add_session_options(parser: argparse.ArgumentParser, *, one_shot: bool = Fal
         + (f"{ONE_SHOT_CONNECT_TIMEOUT:g}" if one_shot else "the session timeout")
         + ")",
     )
+    for option, metavar, variable, what in _SECURITY_OPTIONS:
+        group.add_argument(
+            option,
+            metavar=metavar,
+            default=os.environ.get(variable) or None,
+            help=f"{what} (default: ${variable})",
+        )
+    group.add_argument(
+        "--zk-sasl-password-file",
+        metavar="FILE",
+        default=None,
+        help="the SASL password: the first line of FILE (default: $AIOCOORD_ZK_SASL_PASSWORD; "
+        "never on the command line)",
+    )
+    # refused, not taken as an abbreviation of --zk-sasl-password-file (whose error would echo it)
+    group.add_argument("--zk-sasl-password", action=_NoPasswordHere, help=argparse.SUPPRESS)
+
+
+class _NoPasswordHere(argparse.Action):
+    def __call__(self, parser: argparse.ArgumentParser, *args: object, **kwargs: object) -> None:
+        parser.error(
+            "a password is never given on the command line (other users see it): "
+            "--zk-sasl-password-file FILE or $AIOCOORD_ZK_SASL_PASSWORD"
+        )
+
+
+def session_security(
+    args: argparse.Namespace,
+) -> tuple[ssl.SSLContext | None, aiocoord.SaslOptions | None]:
+    """The TLS context and SASL options of the session options, checked before any session
+    opens: a file that does not load or a user without a password is a ``UsageError``."""
+    ca, cert, key = args.zk_tls_ca, args.zk_tls_cert, args.zk_tls_key
+    context = None
+    if ca or cert or key:
+        try:
+            context = aiocoord.tls_context(ca, cert=cert, key=key)
+        except ValueError as exc:
+            raise UsageError(f"--zk-tls-*: {exc}") from None
+    user = args.zk_sasl_user
+    password = _sasl_password(args.zk_sasl_password_file)
+    if password is not None and not user:
+        raise UsageError("a SASL password needs --zk-sasl-user (or $AIOCOORD_ZK_SASL_USER)")
+    if not user:
+        return context, None
+    if password is None:
+        raise UsageError(
+            "--zk-sasl-user needs a password: --zk-sasl-password-file FILE or "
+            "$AIOCOORD_ZK_SASL_PASSWORD"
+        )
+    return context, aiocoord.SaslOptions(user, password)
+
+
+def _sasl_password(path: str | None) -> str | None:
+    """The password of --zk-sasl-password-file (its first line), else $AIOCOORD_ZK_SASL_PASSWORD."""
+    if path is None:
+        return os.environ.get("AIOCOORD_ZK_SASL_PASSWORD") or None
+    try:
+        with open(path, encoding="utf-8") as f:
+            password = f.readline().rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise UsageError(f"--zk-sasl-password-file: cannot read {path}: {reason}") from None
+    if not password:
+        raise UsageError(f"--zk-sasl-password-file: {path} starts with an empty line")
+    return password
 
 
 def session(args: argparse.Namespace) -> aiocoord.Client:
     """The client for the options of ``add_session_options`` (``async with session(args)``)."""
+    context, sasl = getattr(args, "zk_security", None) or session_security(args)
     return aiocoord.Client(
         args.zk,
         namespace=args.namespace,
         session_timeout=args.session_timeout,
         connect_timeout=args.connect_timeout,
+        ssl=context,
+        sasl=sasl,
     )
 
 

@@ -1,9 +1,11 @@
 """Test helpers over real ZooKeeper: launchers, fault injection, and a pytest plugin."""
 
+from .certs import TlsCertificates
 from .faults import TcpProxy, expire_session, expire_session_id
 from .scripted import ScriptedServer, reply_frame
 from .zookeeper import (
     PortInUse,
+    ServerTls,
     ZooKeeperEnsemble,
     ZooKeeperNotFound,
     ZooKeeperServer,
@@ -16,7 +18,9 @@ from .zookeeper import (
 __all__ = [
     "PortInUse",
     "ScriptedServer",
+    "ServerTls",
     "TcpProxy",
+    "TlsCertificates",
     "ZooKeeperEnsemble",
     "ZooKeeperNotFound",
     "ZooKeeperServer",

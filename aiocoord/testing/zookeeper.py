@@ -4,6 +4,11 @@
 (QuorumPeerMain with myid files). Every process can be killed (SIGKILL), paused (SIGSTOP), resumed
 and restarted, also with an emptied data directory (``restart(wipe=True)``: its zxid starts over);
 readiness is read from the four-letter words ``srvr``/``isro``, never from sleeps.
+
+Secured servers: ``tls=ServerTls(...)`` adds a TLS port (``secureClientPort``, Netty) beside the
+plain one, which stays for the readiness probes (``TlsCertificates`` in ``certs.py`` makes the
+files at test time); ``sasl_users={"alice": "secret"}`` makes the server require SASL DIGEST-MD5
+from every client (a JAAS file, ``enforce.auth.enabled``).
 """
 
 from __future__ import annotations
@@ -18,13 +23,15 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Self
 
 __all__ = [
     "PortInUse",
+    "ServerTls",
     "ZooKeeperEnsemble",
     "ZooKeeperNotFound",
     "ZooKeeperServer",
@@ -42,6 +49,60 @@ _JAR_CANDIDATES = (
     "/opt/zookeeper/lib/zookeeper-*.jar",
     "/usr/share/zookeeper/lib/zookeeper-*.jar",
 )
+
+
+_NETTY_CODEC = "/usr/share/java/netty-codec.jar"
+
+
+@dataclass(frozen=True, slots=True)
+class ServerTls:
+    """TLS on a launched server's secure client port (Netty), from PEM files.
+
+    ``keystore``: the server's private key (PKCS#8) followed by its certificate chain.
+    ``truststore``: the CA certificates a client certificate must chain to. ``client_auth``:
+    ``need`` (mutual TLS), ``want`` or ``none``.
+    """
+
+    keystore: Path
+    truststore: Path
+    client_auth: str = "none"
+
+    def config(self, port: int) -> dict[str, str]:
+        if self.client_auth not in ("need", "want", "none"):
+            raise ValueError(f"client_auth is need, want or none, not {self.client_auth!r}")
+        return {
+            "serverCnxnFactory": "org.apache.zookeeper.server.NettyServerCnxnFactory",
+            "secureClientPort": str(port),
+            "ssl.keyStore.location": str(self.keystore),
+            "ssl.keyStore.type": "PEM",
+            "ssl.trustStore.location": str(self.truststore),
+            "ssl.trustStore.type": "PEM",
+            "ssl.clientAuth": self.client_auth,
+        }
+
+
+def _write_jaas(jaas: Path, users: Mapping[str, str]) -> None:
+    def quoted(text: str) -> str:
+        return text.replace("\\", "\\\\").replace('"', '\\"')
+
+    entries = "".join(f'    user_{name}="{quoted(pw)}"\n' for name, pw in users.items())
+    jaas.write_text(
+        "Server {\n    org.apache.zookeeper.server.auth.DigestLoginModule required\n"
+        f"{entries.rstrip()};\n}};\n"
+    )
+
+
+def _sasl_setup(workdir: Path, users: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:
+    """The config and JVM arguments of a server that requires SASL DIGEST-MD5 of ``users``."""
+    jaas = workdir / "jaas.conf"
+    _write_jaas(jaas, users)
+    config = {
+        "authProvider.sasl": "org.apache.zookeeper.server.auth.SASLAuthenticationProvider",
+        "enforce.auth.enabled": "true",
+        "enforce.auth.schemes": "sasl",
+        "sessionRequireClientSASLAuth": "true",
+    }
+    return config, [f"-Djava.security.auth.login.config={jaas}"]
 
 
 class ZooKeeperNotFound(RuntimeError):
@@ -66,7 +127,9 @@ def find_classpath() -> str:
         for jar in sorted(glob.glob(pattern)):
             lib = os.path.dirname(jar)
             if jar.startswith("/usr/share/java/"):
-                return f"/etc/zookeeper/conf:{jar}"
+                # the Netty server (TLS) needs netty-codec, which the jar's manifest omits
+                extra = "".join(f":{j}" for j in (_NETTY_CODEC,) if os.path.exists(j))
+                return f"/etc/zookeeper/conf:{jar}{extra}"
             return f"{lib}/*"
     raise ZooKeeperNotFound(
         "no ZooKeeper jar found (looked for " + ", ".join(_JAR_CANDIDATES) + "); "
@@ -343,10 +406,16 @@ class ZooKeeperServer:
         max_session_timeout_ms: int = 60000,
         max_client_connections: int = 0,
         extra_jvm_args: Sequence[str] = (),
+        tls: ServerTls | None = None,
+        sasl_users: Mapping[str, str] | None = None,
     ) -> None:
+        """``tls``: a TLS port too (``tls_hosts``); ``sasl_users`` (name: password): every client
+        must authenticate with SASL DIGEST-MD5 as one of them."""
         self._own_dir = data_dir is None
         self.workdir = Path(data_dir or tempfile.mkdtemp(prefix="aiocoord-zk-"))
+        self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
+        self.tls_port = free_port() if tls is not None else None
         config = {
             "tickTime": str(tick_ms),
             "dataDir": str(self.workdir / "data"),
@@ -358,17 +427,39 @@ class ZooKeeperServer:
             "admin.enableServer": "false",
             "4lw.commands.whitelist": "*",
         }
+        jvm_args = list(extra_jvm_args)
+        if tls is not None and self.tls_port is not None:
+            config.update(tls.config(self.tls_port))
+        if sasl_users:
+            sasl_config, sasl_args = _sasl_setup(self.workdir, sasl_users)
+            config.update(sasl_config)
+            jvm_args = sasl_args + jvm_args
         self._proc = _Process(
             self.workdir,
             "org.apache.zookeeper.server.ZooKeeperServerMain",
             config,
             self.port,
-            extra_jvm_args=extra_jvm_args,
+            extra_jvm_args=jvm_args,
         )
 
     @property
     def hosts(self) -> str:
         return self._proc.address
+
+    def set_sasl_users(self, users: Mapping[str, str]) -> None:
+        """Replace the SASL users (name: password) of a server made with ``sasl_users``; they
+        count from its next start (``restart``)."""
+        jaas = self.workdir / "jaas.conf"
+        if not jaas.exists():
+            raise RuntimeError("this server does not require SASL: make it with sasl_users=")
+        _write_jaas(jaas, users)
+
+    @property
+    def tls_hosts(self) -> str:
+        """``127.0.0.1:port`` of the TLS port (a server started with ``tls=``)."""
+        if self.tls_port is None:
+            raise RuntimeError("this server has no TLS port: start it with tls=ServerTls(...)")
+        return f"127.0.0.1:{self.tls_port}"
 
     @property
     def pid(self) -> int | None:
@@ -447,8 +538,10 @@ class ZooKeeperEnsemble:
         client_ports: Sequence[int] | None = None,
         read_only_mode: bool = False,
         extra_jvm_args: Sequence[str] = (),
+        tls: ServerTls | None = None,
     ) -> None:
-        """``read_only_mode=True``: a member cut off from the quorum serves read-only clients
+        """``tls``: every member has a TLS port too (``tls_hosts``, ``tls_ports``).
+        ``read_only_mode=True``: a member cut off from the quorum serves read-only clients
         (``-Dreadonlymode.enabled=true``); ``wait_read_only`` waits until one does. ZooKeeper 3.8
         answers a read-only server's createSession with NOTREADONLY unless local sessions are on,
         so this also sets ``localSessionsEnabled`` and ``localSessionsUpgradingEnabled``: a new
@@ -462,6 +555,8 @@ class ZooKeeperEnsemble:
             (client_ports[i] if client_ports else free_port(), free_port(), free_port())
             for i in range(size)
         ]
+        #: the members' TLS ports (``tls=``), in member order
+        self.tls_ports = [free_port() for _ in range(size)] if tls is not None else []
         servers = {
             f"server.{i + 1}": f"127.0.0.1:{peer}:{election}"
             for i, (_, peer, election) in enumerate(ports)
@@ -490,6 +585,8 @@ class ZooKeeperEnsemble:
                 ),
                 **servers,
             }
+            if tls is not None:
+                config.update(tls.config(self.tls_ports[i]))
             self.members.append(
                 _Process(
                     self.workdir / f"member{i + 1}",
@@ -510,6 +607,20 @@ class ZooKeeperEnsemble:
 
     def member_hosts(self, index: int) -> str:
         return self.members[index].address
+
+    @property
+    def tls_hosts(self) -> str:
+        """The members' TLS ports (an ensemble started with ``tls=``)."""
+        if not self.tls_ports:
+            raise RuntimeError("this ensemble has no TLS ports: start it with tls=ServerTls(...)")
+        return ",".join(f"127.0.0.1:{port}" for port in self.tls_ports)
+
+    def tls_index_of(self, host: str | None) -> int:
+        """Which member serves the TLS address ``host`` (``"127.0.0.1:port"``)."""
+        for i, port in enumerate(self.tls_ports):
+            if host == f"127.0.0.1:{port}":
+                return i
+        raise LookupError(f"{host} is not a TLS port of this ensemble")
 
     def index_of(self, host: str | None) -> int:
         """Which member serves ``host`` (``"127.0.0.1:port"``)."""

@@ -27,6 +27,7 @@ import logging
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager, suppress
+from ssl import SSLContext
 from types import TracebackType
 from typing import Self
 
@@ -69,6 +70,7 @@ from .requests import (
     Sync,
     WhoAmI,
 )
+from .security import SaslOptions
 from .session import Session, SessionFeed
 from .types import (
     ACL,
@@ -102,6 +104,11 @@ class Client:
     0 to ``reconnect_delay`` seconds before reconnecting (never past the session's LOST deadline).
     ``read_only``: accept servers cut off from their quorum (state READ_ONLY) while looking for a
     read/write one.
+
+    ``ssl``: connect with TLS (to the servers' ``secureClientPort``); ``tls_context()`` makes the
+    usual context: a CA, hostname checking, a client certificate for mutual TLS. ``sasl``:
+    authenticate every connection with SASL before any request (``SaslOptions``); a refusal raises
+    ``AuthFailed`` and ends the client (AUTH_FAILED), never a reconnect loop.
     """
 
     def __init__(
@@ -117,6 +124,8 @@ class Client:
         shuffle_hosts: bool = True,
         read_only: bool = False,
         reconnect_delay: float = 1.0,
+        ssl: SSLContext | None = None,
+        sasl: SaslOptions | None = None,
     ) -> None:
         host_list, chroot = parse_hosts(hosts)
         if namespace is not None and chroot is not None:
@@ -137,6 +146,8 @@ class Client:
             auth=[(s, c.encode() if isinstance(c, str) else c) for s, c in auth],
             read_only=read_only,
             reconnect_delay=reconnect_delay,
+            ssl_context=ssl,
+            sasl=sasl,
         )
 
     # -- properties ------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """One TCP connection to one ZooKeeper server: length-prefixed frames in, coalesced writes out.
 
 The connection knows frames and its own requests in flight, not sessions. The first frame is the
-handshake's (``handshake``, a future); after ``activate`` each reply is matched to its request by
+handshake's (``handshake``, a future), and ``exchange`` sends a request and waits for its reply
+before activation (the SASL steps); after ``activate`` each reply is matched to its request by
 xid here (the server answers in order) and handed to the owner with it, and every other frame
 (notifications, pings, auth) goes to the owner as it is. The in-flight table is the connection's
 alone: when the connection dies, it hands every request still in flight to the owner, once.
@@ -15,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import ssl
 from typing import Any, Protocol, cast
 
 from .errors import ProtocolError
@@ -61,6 +63,7 @@ class Connection(asyncio.Protocol):
         "last_send",
         "loop",
         "owner",
+        "released",
         "transport",
     )
 
@@ -76,6 +79,8 @@ class Connection(asyncio.Protocol):
         self.dead = False
         #: set once the connection is dead, for whoever waits on it
         self.gone = asyncio.Event()
+        #: set once the transport has closed (the loop's connection_lost): its socket is released
+        self.released = asyncio.Event()
         self._early: list[bytes] = []
         self._in = bytearray()
         self._out = bytearray()
@@ -139,10 +144,22 @@ class Connection(asyncio.Protocol):
         return False  # close our side too; connection_lost follows
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.released.set()
         reason = f"connection reset: {exc}" if exc else "server closed the connection (EOF)"
         self._die(reason)
 
     # -- used by the session ---------------------------------------------------------------
+    async def start_tls(self, context: ssl.SSLContext, server_hostname: str) -> None:
+        """The TLS handshake over the connected socket; raises when it fails. The plain transport
+        stays ours until it succeeds, so that ``fail`` closes it however the handshake ends
+        (cancelled included: uvloop's ``create_connection(ssl=)`` leaks the socket then)."""
+        plain = self.transport
+        assert plain is not None, "start_tls() after the TCP connection is made"
+        tls = await self.loop.start_tls(plain, self, context, server_hostname=server_hostname)
+        if tls is None:  # pragma: no cover - only when the loop cannot do TLS at all
+            raise ProtocolError(f"{self.host}: the event loop cannot start TLS")
+        self.transport = tls
+
     def activate(self) -> None:
         """Start handing frames to the owner (after it has read the handshake)."""
         self.active = True
@@ -151,6 +168,19 @@ class Connection(asyncio.Protocol):
             if self.dead:
                 break
             self._deliver(frame)
+
+    def exchange(self, opcode: int, body: bytes | bytearray) -> tuple[int, asyncio.Future[bytes]]:
+        """Before ``activate``: send one request and get (its xid, the next frame: its reply)."""
+        assert not self.active, "exchange() is for requests made before the session takes over"
+        self._xid = xid = self._xid + 1
+        self.handshake = reply = self.loop.create_future()
+        if self.dead:
+            reply.set_exception(ProtocolError(f"{self.host}: the connection is closed"))
+            reply.exception()
+        elif self._early:
+            reply.set_result(self._early.pop(0))
+        self.write_request(xid, opcode, body)
+        return xid, reply
 
     def send(self, req: Request[Any]) -> None:
         """Send ``req`` under a new xid; its reply will be matched to it."""
@@ -207,6 +237,17 @@ class Connection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
         self._die("closed by the client")
+
+    async def wait_released(self, grace: float) -> None:
+        """After ``close``: wait until the transport has closed, at most ``grace`` seconds,
+        then abort it. A TLS close waits for the peer's close_notify, which a loop closed
+        meanwhile would leave pending, its socket open."""
+        if self.transport is None or self.released.is_set():
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.released.wait(), grace)
+        if not self.released.is_set():
+            self.transport.abort()
 
     def _die(self, reason: str) -> None:
         if self.dead:

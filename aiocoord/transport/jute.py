@@ -58,6 +58,7 @@ class OP:
     CREATE_TTL: Final = 21
     AUTH: Final = 100
     SET_WATCHES: Final = 101
+    SASL: Final = 102
     GET_EPHEMERALS: Final = 103
     GET_ALL_CHILDREN_NUMBER: Final = 104
     SET_WATCHES2: Final = 105
@@ -297,6 +298,7 @@ REQUESTS: Final[dict[int, Record]] = {
     OP.PING: Record("PingRequest"),
     OP.CLOSE: Record("CloseRequest"),
     OP.AUTH: Record("AuthPacket", int_, ustring, buffer),
+    OP.SASL: Record("GetSASLRequest", buffer),
     OP.SET_WATCHES: Record("SetWatches", long_, strings, strings, strings),
     OP.SET_WATCHES2: Record("SetWatches2", long_, strings, strings, strings, strings, strings),
 }
@@ -327,6 +329,7 @@ REPLIES: Final[dict[int, Record]] = {
     OP.GET_ALL_CHILDREN_NUMBER: Record("GetAllChildrenNumberResponse", int_),
     OP.WHO_AM_I: Record("WhoAmIResponse", _Vector(_Pair())),
     OP.CLOSE: _EMPTY,
+    OP.SASL: Record("SetSASLResponse", buffer),
     OP.ERROR: Record("ErrorResponse", int_),
 }
 

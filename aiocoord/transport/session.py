@@ -10,6 +10,11 @@ drops, a random delay (0 to ``reconnect_delay`` seconds) before reconnecting, so
 of a restarted member do not stampede the others at one instant; while every address fails,
 exponential backoff with jitter. Both are cut short by the session's LOST deadline.
 
+Securing a connection (``security.py``): with ``ssl``, the TLS handshake is part of the attempt
+and bounded by its timeout; the server's certificate must name the host as the connect string
+spells it. With ``sasl``, the SASL exchange runs on every connection after the connect handshake
+and before anything else goes out on it (credentials, watches, requests); a refusal is terminal.
+
 Requests in flight when the connection dies: reads (``Request.idempotent``) are sent again after
 the reconnect, writes fail with ``ConnectionLoss`` (applied or not: the caller decides). A reply
 that cannot be decoded fails its request with ``ProtocolError`` and drops the connection. When the
@@ -23,6 +28,7 @@ import contextlib
 import inspect
 import logging
 import random
+import ssl
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final, Self, TypeVar
@@ -58,6 +64,7 @@ from .requests import (
     auth_body,
     set_watches_body,
 )
+from .security import SaslOptions
 from .state import (
     AuthRefused,
     Closed,
@@ -152,6 +159,8 @@ class Session:
         auth: Sequence[tuple[str, bytes]],
         read_only: bool,
         reconnect_delay: float,
+        ssl_context: ssl.SSLContext | None = None,
+        sasl: SaslOptions | None = None,
     ) -> None:
         self.hosts = hosts
         self.chroot = chroot
@@ -162,6 +171,8 @@ class Session:
         self.request_timeout = request_timeout
         self.read_only = read_only
         self.reconnect_delay = reconnect_delay
+        self.ssl = ssl_context
+        self.sasl = sasl
         self._auth: list[tuple[str, bytes]] = list(auth)
         self._auth_calls: deque[_AuthCall] = deque()
         #: credentials sent on the current connection whose acceptance is not yet confirmed
@@ -271,12 +282,15 @@ class Session:
                 self._ticker = None
             self._execute(self.machine.apply(Closed()))
             self._fail_queued(self._error)
-            if self._conn is not None:
-                self._conn.close()  # fails what is still in flight (connection_lost)
+            conn = self._conn
+            if conn is not None:
+                conn.close()  # fails what is still in flight (connection_lost)
                 self._conn = None
             self._end_watches(KeeperState.CLOSED)
             for feed in self._feeds:
                 feed._close()
+            if conn is not None:
+                await conn.wait_released(1.0)  # a TLS close: its close_notify exchange
             runner = self._runner
             if runner is not None and not runner.done():
                 runner.cancel()
@@ -442,10 +456,16 @@ class Session:
         sent_id = machine.connect_id
         # as the Java client: the negotiated timeout shared among the addresses
         attempt_timeout = max(0.1, machine.timeout / max(1, len(self.hosts)))
-        connected = False
+        connected = tls_handshake = False
         try:
             with anyio.fail_after(attempt_timeout):
                 await loop.create_connection(lambda: conn, address.ip, address.port)
+                if self.ssl is not None:
+                    # within the attempt's bound: a server that never completes the handshake
+                    # costs one attempt, not the session
+                    tls_handshake = True
+                    await conn.start_tls(self.ssl, address.name)
+                    tls_handshake = False
                 connected = True
                 conn.write_raw(
                     jute.encode_connect(
@@ -460,12 +480,23 @@ class Session:
                 # a hang-up that came with the answer is reported by the loop's next callbacks:
                 # let them run, so a connection already dead is never installed
                 await asyncio.sleep(0)
-            if conn.dead:
-                raise ProtocolError("the connection died during the handshake")
-            timeout_ms, new_id, passwd, read_only = jute.decode_connected(frame)
+                if conn.dead:
+                    raise ProtocolError("the connection died during the handshake")
+                timeout_ms, new_id, passwd, read_only = jute.decode_connected(frame)
+                if timeout_ms > 0 and self.sasl is not None:
+                    await self._authenticate(conn, self.sasl)
+        except AuthFailed as exc:
+            conn.fail("SASL authentication refused")
+            self._last_errors[address.label] = str(exc)
+            log.error("%s; the client stops (no reconnect)", exc)
+            self._error = exc
+            self._execute(machine.apply(AuthRefused(str(exc))))
+            return None
         except (OSError, TimeoutError, ProtocolError) as exc:
             conn.fail("handshake did not complete")
             text = str(exc) or type(exc).__name__
+            if tls_handshake:
+                text = f"TLS handshake failed: {_tls_reason(exc, attempt_timeout)}"
             self._last_errors[address.label] = text
             log.debug("connect to %s failed: %s", address.label, text)
             if connected and isinstance(exc, ProtocolError) and machine.last_zxid:
@@ -497,6 +528,40 @@ class Session:
         self._install(conn, transition)
         self._behind_warned.clear()
         return conn
+
+    def _tls_args(self, address: Address) -> dict[str, Any]:
+        """``create_connection``'s TLS arguments: the name checked is the connect string's."""
+        if self.ssl is None:
+            return {}
+        return {"ssl": self.ssl, "server_hostname": address.name}
+
+    async def _authenticate(self, conn: Connection, options: SaslOptions) -> None:
+        """The SASL exchange on a new connection (``security.py``). Raises ``AuthFailed`` when the
+        server refuses (its error reply), ``ProtocolError`` when the connection dies first."""
+        client = options.client(conn.host)
+        challenge: bytes | None = None
+        while True:
+            try:
+                token = client.process(challenge)
+            except Exception as exc:  # pure-sasl's errors: a server answer it rejects
+                raise AuthFailed(f"SASL {options.mechanism} with {conn.host}: {exc}") from exc
+            if client.complete and not token:
+                return
+            body = bytearray()
+            jute.REQUESTS[OP.SASL].write(body, token or b"")
+            xid, reply = conn.exchange(OP.SASL, body)
+            frame = await reply
+            if len(frame) < jute.REPLY_HEAD.size:
+                raise ProtocolError(f"short SASL reply from {conn.host}")
+            got, _, err = jute.REPLY_HEAD.unpack_from(frame, 0)
+            if got != xid:
+                raise ProtocolError(f"SASL reply with xid {got}, not {xid}, from {conn.host}")
+            if err:
+                raise AuthFailed(
+                    f"ZooKeeper at {conn.host} refused SASL {options.mechanism} authentication of"
+                    f" {options.username!r} ({error_for_code(err)})"
+                )
+            (challenge,) = jute.REPLIES[OP.SASL].read(frame, jute.REPLY_HEAD.size)
 
     def _install(self, conn: Connection, transition: Transition) -> None:
         if transition.lost is not None:
@@ -556,7 +621,9 @@ class Session:
                 continue
             with contextlib.suppress(OSError, TimeoutError):
                 with anyio.fail_after(1.0):
-                    reader, writer = await asyncio.open_connection(address.ip, address.port)
+                    reader, writer = await asyncio.open_connection(
+                        address.ip, address.port, **self._tls_args(address)
+                    )
                     try:
                         writer.write(b"isro")
                         answer = await reader.read(2)
@@ -574,7 +641,9 @@ class Session:
         server_zxid = None
         with contextlib.suppress(OSError, TimeoutError, ValueError):
             with anyio.fail_after(1.0):
-                reader, writer = await asyncio.open_connection(address.ip, address.port)
+                reader, writer = await asyncio.open_connection(
+                    address.ip, address.port, **self._tls_args(address)
+                )
                 try:
                     writer.write(b"srvr")
                     reply = (await reader.read(4096)).decode(errors="replace")
@@ -958,6 +1027,16 @@ class Session:
                     req,
                     exc=RequestTimeout("the server did not answer before the deadline", req.path),
                 )
+
+
+def _tls_reason(exc: BaseException, timeout: float) -> str:
+    if isinstance(exc, ssl.SSLCertVerificationError) and exc.verify_message:
+        return f"the server's certificate is refused: {exc.verify_message}"
+    if isinstance(exc, TimeoutError):
+        return f"no answer within {timeout:.2g}s"
+    if isinstance(exc, ssl.SSLError):
+        return exc.reason or str(exc)
+    return f"{exc or type(exc).__name__} (does the server require a client certificate?)"
 
 
 def _arm_kind(req: Request[Any]) -> WatchKind:

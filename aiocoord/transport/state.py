@@ -18,7 +18,8 @@ The rules it keeps (tested without a network in ``tests/transport/test_state.py`
 - A read-only server gives READ_ONLY. Until a read/write server has been seen, the session id
   presented on connect is 0 (a read-only server's session is local to it), so reaching the quorum
   again gives a new session (CONNECTED, watches restored), never a LOST.
-- A refused credential on an established session is terminal (AUTH_FAILED): no reconnect loop.
+- A refused credential on an established session, or a refused SASL exchange on any connection,
+  is terminal (AUTH_FAILED): no reconnect loop.
 """
 
 from __future__ import annotations
