@@ -1584,6 +1584,8 @@ M = [
         "if election.candidate_path is None:",
         "if False:",
         [S + "test_health_endpoints.py::test_elect_is_not_ready_while_it_waits_to_contend_again"],
+    ),
+    (
         "hostname verification on",
         "aiocoord/transport/security.py",
         "    ctx.check_hostname = verify_hostname\n",
@@ -1659,6 +1661,16 @@ M = [
         "        if not self.released.is_set():\n            self.transport.abort()\n",
         "        if not self.released.is_set():\n            pass\n",
         [T + "test_tls.py::test_close_is_bounded_when_the_server_is_silent"],
+    ),
+    (
+        "a service gives up when ZooKeeper is unreachable at start",
+        "services/common.py",
+        "            if args.connect_timeout is not None:\n                raise",
+        "            if True:\n                raise",
+        [
+            S
+            + "test_service_start.py::test_a_service_started_while_zookeeper_is_unreachable_waits_for_it"
+        ],
     ),
 ]
 

@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import datetime
 import logging
 import os
 import ssl
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
+
+import anyio
 
 import aiocoord
 from aiocoord.transport import codec
@@ -25,6 +28,8 @@ if TYPE_CHECKING:
     from prometheus_client import Counter
 
 DEFAULT_ZK = "127.0.0.1:2181"
+
+log = logging.getLogger("aiocoord.session")
 
 
 #: how long a one-shot command waits for its first connection by default
@@ -301,17 +306,45 @@ def _sasl_password(path: str | None) -> str | None:
     return password
 
 
-def session(args: argparse.Namespace) -> aiocoord.Client:
-    """The client for the options of ``add_session_options`` (``async with session(args)``)."""
+#: a service's pause between two rounds of its hosts while it waits for ZooKeeper at start
+WAIT_RETRY = 1.0
+
+
+@contextlib.asynccontextmanager
+async def session(args: argparse.Namespace) -> AsyncIterator[aiocoord.Client]:
+    """The client for the options of ``add_session_options`` (``async with session(args)``).
+
+    A one-shot command, or any command given ``--connect-timeout``, gives up with
+    ``ConnectError`` when no host answers in time. A service (no ``--connect-timeout``) waits
+    for ZooKeeper instead: each round of its hosts that fails within the session timeout is
+    logged as a warning naming the hosts and the errors, and tried again until SIGTERM, as a
+    supervisor would restart it, so a service started while ZooKeeper is unreachable (a
+    rebooting host, a member failing over, a cut link) comes up once it is reachable."""
     context, sasl = getattr(args, "zk_security", None) or session_security(args)
-    return aiocoord.Client(
-        args.zk,
-        namespace=args.namespace,
-        session_timeout=args.session_timeout,
-        connect_timeout=args.connect_timeout,
-        ssl=context,
-        sasl=sasl,
-    )
+    while True:
+        client = aiocoord.Client(
+            args.zk,
+            namespace=args.namespace,
+            session_timeout=args.session_timeout,
+            connect_timeout=args.connect_timeout,
+            ssl=context,
+            sasl=sasl,
+        )
+        try:
+            await client.__aenter__()
+            break
+        except aiocoord.ConnectError as exc:
+            if args.connect_timeout is not None:
+                raise
+            log.warning("%s: waiting for ZooKeeper, trying again", exc)
+        await anyio.sleep(WAIT_RETRY)
+    try:
+        yield client
+    except BaseException as exc:
+        await client.__aexit__(type(exc), exc, exc.__traceback__)
+        raise
+    else:
+        await client.__aexit__(None, None, None)
 
 
 def write_deadline(args: argparse.Namespace) -> float:
