@@ -392,8 +392,8 @@ class Client:
 
         ``only_ours``: the node may be another session's (a name waited out after a lost
         session): look first and delete it only when this session owns it (True when it is not
-        ours). A look whose answer is lost owes the delete too: the owed
-        delete checks the owner before it deletes."""
+        ours). A look whose answer is lost owes the delete too: the owed delete checks the owner
+        before it deletes."""
         server_path, session = self._path(path), self.session_id
         if session and self.state is SessionState.SUSPENDED:
             # disconnected, the session perhaps alive: owed now (no wait for a reconnect that

@@ -47,7 +47,7 @@ def cwd(tmp_path: Path) -> Path:
     bin_dir.mkdir()
     (bin_dir / "aiocoord").write_text(textwrap.dedent("""\
         import sys
-        from services.cli import main
+        from aiocoord._cli.cli import main
         sys.exit(main())
     """))  # fmt: skip
     return project
