@@ -1672,6 +1672,45 @@ M = [
             + "test_service_start.py::test_a_service_started_while_zookeeper_is_unreachable_waits_for_it"
         ],
     ),
+    (
+        "pytest plugin: the uvloop hook always on",
+        "aiocoord/testing/pytest_plugin.py",
+        '    if config.getini("aiocoord_uvloop"):',
+        "    if True:",
+        [
+            "tests/testing/test_pytest_plugin.py::test_a_run_that_uses_no_fixture_has_no_side_effects"
+        ],
+    ),
+    (
+        "pytest plugin: AIOCOORD_TEST_ZK ignored",
+        "aiocoord/testing/pytest_plugin.py",
+        '    existing = os.environ.get(EXISTING_SERVER_ENV, "").strip()',
+        '    existing = ""',
+        [
+            "tests/testing/test_pytest_plugin.py::test_aiocoord_test_zk_points_the_fixtures_at_an_existing_server"
+        ],
+    ),
+    (
+        "docs: an unmarked block not run goes unreported",
+        "tests/test_docs.py",
+        "        if b.not_run is None and b not in run",
+        "        if False",
+        ["tests/test_docs.py::test_an_unmarked_block_that_cannot_run_is_reported"],
+    ),
+    (
+        "demo: command lines not shown",
+        "services/demo.py",
+        "        show(*argv)",
+        "        pass",
+        [S + "test_cli.py::test_demo_runs_end_to_end"],
+    ),
+    (
+        "demo: the first step left out of the summary",
+        "services/demo.py",
+        "    demo = Demo(hosts, ensemble, Services(hosts, logs), first_steps)",
+        "    demo = Demo(hosts, ensemble, Services(hosts, logs))",
+        [S + "test_cli.py::test_demo_runs_end_to_end"],
+    ),
 ]
 
 
