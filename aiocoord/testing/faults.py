@@ -230,8 +230,7 @@ class TcpProxy:
             # _handle, say): aborted too, so no socket outlives the loop
             transports = getattr(self._loop, "_transports", {})
             for transport in list(transports.values()):
-                if not transport.is_closing():
-                    transport.abort()
+                transport.abort()  # closing ones too: one waiting to flush never would
             await asyncio.sleep(0)  # the aborted transports close their sockets
             await asyncio.sleep(0)
 
@@ -272,9 +271,10 @@ def _take_frame(frame: bytearray, data: bytes) -> tuple[bytes, bytes]:
 
 
 def _reset(writer: asyncio.StreamWriter) -> None:
-    transport = writer.transport
-    if not transport.is_closing():
-        transport.abort()
+    """Abort the connection, also one already closing: a transport closed (by an EOF, say)
+    with bytes still buffered for a peer that reads nothing waits for them forever and would
+    outlive the proxy's loop with its socket open."""
+    writer.transport.abort()
 
 
 #: how long expire_session() keeps trying before it gives up with TimeoutError
