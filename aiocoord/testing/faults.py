@@ -238,6 +238,9 @@ class TcpProxy:
             asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(timeout=10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
+        if not self._thread.is_alive():
+            with contextlib.suppress(Exception):
+                self._loop.run_until_complete(_last_sweep())
         self._loop.close()
 
     def __enter__(self) -> Self:
@@ -250,6 +253,21 @@ class TcpProxy:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+async def _last_sweep() -> None:
+    """Run on a proxy's loop once it stopped serving: what was still on its way (a connection
+    accepted while the proxy closed, its transport made after the shutdown's sweep) is
+    cancelled and aborted, so no socket outlives the loop."""
+    current = asyncio.current_task()
+    tasks = [t for t in asyncio.all_tasks() if t is not current]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    for transport in list(getattr(asyncio.get_running_loop(), "_transports", {}).values()):
+        transport.abort()
+    await asyncio.sleep(0)  # the aborted transports close their sockets
+    await asyncio.sleep(0)
 
 
 def _length(frame: bytearray) -> int:
