@@ -29,7 +29,7 @@ from aiocoord import (
 )
 from aiocoord.recipes.lock import predecessor
 from aiocoord.testing import ZooKeeperServer, expire_session
-from tests.helpers import count_is, eventually, holds, read_line
+from tests.helpers import count_is, eventually, eventually_async, holds, read_line
 from tests.transport.test_protected_create import lose_reply, through_proxy
 
 LOCK_PROCESS = Path(__file__).with_name("lock_process.py")
@@ -172,8 +172,10 @@ async def test_an_expired_holder_is_fenced_and_its_block_cancelled(
         await hold.guard([Op.set_data("/fenced", b"old")])
         await expire_session(old)
         await eventually(lambda: not lock.held, 10)
+        await old.wait_connected()  # on a new session: only the node check refuses the write
         with pytest.raises(LockLost):
             await hold.guard([Op.set_data("/fenced", b"late")])
+        assert (await zk.get("/fenced"))[0] == b"old"
         async with Lock(zk, "/lock", "new") as new:
             assert new.token.czxid > hold.token.czxid
             await new.guard([Op.set_data("/fenced", b"new")])
@@ -184,6 +186,20 @@ async def test_an_expired_holder_is_fenced_and_its_block_cancelled(
             async with lock:
                 await expire_session(old)
                 await anyio.sleep_forever()
+
+
+async def test_a_suspended_holder_stops_and_releases(
+    zk_server: ZooKeeperServer, namespace: str, zk: Client
+) -> None:
+    async with through_proxy(zk_server, namespace) as (proxy, client):
+        lock = Lock(client, "/lock", "blip")
+        with pytest.raises(LockLost, match="suspended"), anyio.fail_after(10):
+            async with lock:
+                proxy.cut()  # the session lives on, but this holder cannot know it holds
+                await anyio.sleep_forever()
+        assert not lock.held
+        # released: the delete owed while disconnected is done once the session is back
+        await eventually_async(count_is(zk, "/lock", 0, exactly=True), 10)
 
 
 async def test_kill_9_of_the_holder_hands_over_after_the_session_timeout(
