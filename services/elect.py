@@ -43,9 +43,10 @@ import os
 import shutil
 import signal
 import sys
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
 from dataclasses import dataclass
+from typing import Protocol
 
 import anyio
 
@@ -186,8 +187,14 @@ async def reaper() -> AsyncIterator[Reaper]:
                 await proc.wait()
 
 
+class Held(Protocol):
+    """What CMD runs under: a term of leadership, a held lock. ``lost`` is set when it ends."""
+
+    lost: str | None
+
+
 async def _stop(
-    proc: asyncio.subprocess.Process, grace: float, lost_grace: float, term: aiocoord.Term
+    proc: asyncio.subprocess.Process, grace: float, lost_grace: float, term: Held
 ) -> None:
     """Stop CMD's process group: SIGTERM, then SIGKILL after ``grace``, or ``lost_grace`` after
     the term was found lost (also while stopping: a shutdown met by a partition)."""
@@ -256,26 +263,48 @@ class Runner:
         }
 
     async def lead(self, term: aiocoord.Term) -> Outcome:
-        cmd = self._cmd
-        log.info("leading (rank %d, token %d): starting %s", term.rank, term.token.czxid, cmd)
-        with anyio.CancelScope(shield=True):  # a started CMD is always stopped by the finally
-            try:
-                proc = await asyncio.create_subprocess_exec(
-                    *cmd, env=self._environment(term), preexec_fn=_die_with_parent(os.getpid())
-                )
-            except OSError as exc:
-                log.error("cannot start %s: %s", cmd[0], exc)
-                return Outcome(127, 0.0)
-        started = anyio.current_time()
+        log.info("leading (rank %d, token %d): starting %s", term.rank, term.token.czxid, self._cmd)
+        return await run_command(
+            self._cmd,
+            self._environment(term),
+            self._reaper,
+            term,
+            self.grace,
+            self.loss_grace(),
+            self._leadership.term(self._args.path),
+        )
+
+
+async def run_command(
+    cmd: list[str],
+    env: Mapping[str, str],
+    reaper: Reaper,
+    held: Held,
+    grace: float,
+    lost_grace: float,
+    around: AbstractContextManager[object] | None = None,
+) -> Outcome:
+    """Run CMD in a process group of its own while ``held`` lasts (the caller cancels this when
+    it ends), the reaper told of the group; stop the whole group on the way out (SIGTERM, then
+    SIGKILL after ``grace``, ``lost_grace`` once ``held`` is lost). 127 when CMD cannot start."""
+    with anyio.CancelScope(shield=True):  # a started CMD is always stopped by the finally
         try:
-            self._reaper.watch(proc.pid, self.loss_grace())
-            with self._leadership.term(self._args.path):
-                await proc.wait()
-        finally:
-            await _stop(proc, self.grace, self.loss_grace(), term)
-            self._reaper.watch(0, 0.0)
-        assert proc.returncode is not None
-        return Outcome(exit_status(proc.returncode), anyio.current_time() - started)
+            proc = await asyncio.create_subprocess_exec(
+                *cmd, env=dict(env), preexec_fn=_die_with_parent(os.getpid())
+            )
+        except OSError as exc:
+            log.error("cannot start %s: %s", cmd[0], exc)
+            return Outcome(127, 0.0)
+    started = anyio.current_time()
+    try:
+        reaper.watch(proc.pid, lost_grace)
+        with around if around is not None else nullcontext():
+            await proc.wait()
+    finally:
+        await _stop(proc, grace, lost_grace, held)
+        reaper.watch(0, 0.0)
+    assert proc.returncode is not None
+    return Outcome(exit_status(proc.returncode), anyio.current_time() - started)
 
 
 async def _run(args: argparse.Namespace, cmd: list[str]) -> int:
