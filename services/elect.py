@@ -79,35 +79,81 @@ class ElectError(CommandError):
     """Ends the runner with a one-line error and exit status 1."""
 
 
-def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_runner_parser(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    doc: str | None,
+    *,
+    help: str,
+    usage: str,
+    path_help: str,
+) -> argparse.ArgumentParser:
+    """The parser of a command that runs CMD while holding something (``elect``, ``lock``):
+    the session and --path options; ``add_command_argument`` ends it."""
     p = sub.add_parser(
-        "elect",
-        help="run a command only while this process leads an election",
-        description=description(__doc__),
+        name,
+        help=help,
+        description=description(doc),
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        usage="%(prog)s --path P [options] -- CMD [ARGS...]",
+        usage=usage,
     )
     add_session_options(p)
-    add_path_option(p, "the election path; candidates are <path>/worker<seq>")
-    p.add_argument(
-        "--leaders", type=int, default=1, metavar="N",
-        help="how many candidates lead (and run CMD) at once (default 1)",
-    )  # fmt: skip
-    add_id_option(p, "this runner's name in its candidate node (default hostname:pid)")
+    add_path_option(p, path_help)
+    return p
+
+
+def add_stop_options(p: argparse.ArgumentParser, loss: str, other: str) -> None:
+    """--grace and --tolerate-suspended: how CMD is stopped on ``loss``."""
     p.add_argument(
         "--grace",
         type=float,
         default=None,
         metavar="SECONDS",
-        help=f"SIGTERM to SIGKILL ({DEFAULT_GRACE:g}); on leadership loss at most 1/6 of the "
+        help=f"SIGTERM to SIGKILL ({DEFAULT_GRACE:g}); on {loss} at most 1/6 of the "
         "session timeout (a warning says so when SECONDS is more)",
     )
     p.add_argument(
         "--tolerate-suspended",
         action="store_true",
-        help="keep CMD running while disconnected, until the session is lost (then a standby's "
+        help=f"keep CMD running while disconnected, until the session is lost (then {other} "
         "CMD may already run: fence CMD's writes)",
     )
+
+
+def add_command_argument(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument(
+        "cmd", nargs=argparse.REMAINDER, metavar="-- CMD ARGS...",
+        help=f"the command to run while {what}, after --",
+    )  # fmt: skip
+
+
+def command_of(args: argparse.Namespace) -> list[str]:
+    """CMD, as given after --: a usage error when missing, status 127 when not found."""
+    cmd = list(args.cmd)
+    if cmd and cmd[0] == "--":
+        cmd = cmd[1:]
+    if not cmd:
+        raise UsageError("no command given", hint="put it after --")
+    if shutil.which(cmd[0]) is None:
+        raise CommandError(f"command not found: {cmd[0]}", status=127)
+    return cmd
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = add_runner_parser(
+        sub,
+        "elect",
+        __doc__,
+        help="run a command only while this process leads an election",
+        usage="%(prog)s --path P [options] -- CMD [ARGS...]",
+        path_help="the election path; candidates are <path>/worker<seq>",
+    )
+    p.add_argument(
+        "--leaders", type=int, default=1, metavar="N",
+        help="how many candidates lead (and run CMD) at once (default 1)",
+    )  # fmt: skip
+    add_id_option(p, "this runner's name in its candidate node (default hostname:pid)")
+    add_stop_options(p, "leadership loss", "a standby's")
     p.add_argument(
         "--once",
         action="store_true",
@@ -127,10 +173,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         metavar="SECONDS",
         help="longest wait before contending again after CMD exited (60)",
     )
-    p.add_argument(
-        "cmd", nargs=argparse.REMAINDER, metavar="-- CMD ARGS...",
-        help="the command to run while leading, after --",
-    )  # fmt: skip
+    add_command_argument(p, "leading")
     p.set_defaults(func=main)
 
 
@@ -138,6 +181,20 @@ def loss_grace(grace: float, session_timeout: float) -> float:
     """The SIGTERM-to-SIGKILL grace on leadership loss: CMD must be dead before the server can
     expire the session (see the module docstring for the arithmetic)."""
     return min(grace, session_timeout * LOSS_GRACE_SHARE)
+
+
+def warn_of_a_cut_grace(grace: float | None, zk: aiocoord.Client, loss: str) -> None:
+    """Warn when --grace is more than the grace on ``loss`` can be."""
+    bound = loss_grace(math.inf, zk.negotiated_timeout)
+    if grace is not None and grace > bound:
+        log.warning(
+            "--grace %g: on %s CMD is killed after %.2fs (1/6 of the %gs session timeout), so "
+            "that it is dead before the session can expire",
+            grace,
+            loss,
+            bound,
+            zk.negotiated_timeout,
+        )
 
 
 def exit_status(returncode: int) -> int:
@@ -316,15 +373,7 @@ async def _run(args: argparse.Namespace, cmd: list[str]) -> int:
     ):
         leadership = Leadership(metrics)
         runner = Runner(args, cmd, zk, reaper_, leadership)
-        bound = loss_grace(math.inf, zk.negotiated_timeout)
-        if args.grace is not None and args.grace > bound:
-            log.warning(
-                "--grace %g: on leadership loss CMD is killed after %.2fs (1/6 of the %gs "
-                "session timeout), so that it is dead before the session can expire",
-                runner.grace,
-                bound,
-                zk.negotiated_timeout,
-            )
+        warn_of_a_cut_grace(args.grace, zk, "leadership loss")
         election = aiocoord.Election(
             zk,
             args.path,
@@ -368,13 +417,6 @@ async def _run(args: argparse.Namespace, cmd: list[str]) -> int:
 
 
 def main(args: argparse.Namespace) -> int:
-    cmd = list(args.cmd)
-    if cmd and cmd[0] == "--":
-        cmd = cmd[1:]
-    if not cmd:
-        raise UsageError("no command given", hint="put it after --")
-    if shutil.which(cmd[0]) is None:
-        raise CommandError(f"command not found: {cmd[0]}", status=127)
-    status = aiocoord.run(_run, args, cmd)
+    status = aiocoord.run(_run, args, command_of(args))
     log.info("stopped")
     return 0 if status is None else status

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import shutil
 
 import anyio
 
@@ -34,12 +33,19 @@ from .common import (
     CommandError,
     UsageError,
     add_id_option,
-    add_path_option,
-    add_session_options,
-    description,
     session,
 )
-from .elect import DEFAULT_GRACE, loss_grace, reaper, run_command
+from .elect import (
+    DEFAULT_GRACE,
+    add_command_argument,
+    add_runner_parser,
+    add_stop_options,
+    command_of,
+    loss_grace,
+    reaper,
+    run_command,
+    warn_of_a_cut_grace,
+)
 
 
 class LockError(CommandError):
@@ -47,15 +53,14 @@ class LockError(CommandError):
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser(
+    p = add_runner_parser(
+        sub,
         "lock",
+        __doc__,
         help="run a command while holding a lock (or one of N semaphore leases)",
-        description=description(__doc__),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
         usage="%(prog)s --path P [--timeout S] [--leases N] [options] -- CMD [ARGS...]",
+        path_help="the lock path; contenders are <path>/..__lock__<seq> (kazoo's Lock)",
     )
-    add_session_options(p)
-    add_path_option(p, "the lock path; contenders are <path>/..__lock__<seq> (kazoo's Lock)")
     add_id_option(p, "this runner's name in its lock node (default hostname:pid)")
     p.add_argument(
         "--leases", type=int, default=None, metavar="N",
@@ -65,19 +70,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--timeout", type=float, default=None, metavar="SECONDS",
         help="give up (exit 1) when not holding it SECONDS after the start (default: wait)",
     )  # fmt: skip
-    p.add_argument(
-        "--grace", type=float, default=None, metavar="SECONDS",
-        help=f"SIGTERM to SIGKILL ({DEFAULT_GRACE:g}); when the hold is lost at most 1/6 of the "
-        "session timeout",
-    )  # fmt: skip
-    p.add_argument(
-        "--tolerate-suspended", action="store_true",
-        help="keep CMD running while disconnected, until the session is lost",
-    )  # fmt: skip
-    p.add_argument(
-        "cmd", nargs=argparse.REMAINDER, metavar="-- CMD ARGS...",
-        help="the command to run while holding the lock, after --",
-    )  # fmt: skip
+    add_stop_options(p, "losing the lock", "another holder's")
+    add_command_argument(p, "holding the lock")
     p.set_defaults(func=main)
 
 
@@ -85,6 +79,7 @@ async def _run(args: argparse.Namespace, cmd: list[str]) -> int:
     identity = args.id or f"{os.uname().nodename}:{os.getpid()}"
     grace = DEFAULT_GRACE if args.grace is None else args.grace
     async with reaper() as reaper_, session(args) as zk:
+        warn_of_a_cut_grace(args.grace, zk, "losing the lock")
         holder: aiocoord.Lock | aiocoord.Semaphore
         if args.leases is None:
             holder = aiocoord.Lock(
@@ -121,14 +116,7 @@ async def _run(args: argparse.Namespace, cmd: list[str]) -> int:
 
 
 def main(args: argparse.Namespace) -> int:
-    cmd = list(args.cmd)
-    if cmd and cmd[0] == "--":
-        cmd = cmd[1:]
-    if not cmd:
-        raise UsageError("no command given", hint="put it after --")
     if args.leases is not None and args.leases < 1:
         raise UsageError("--leases must be at least 1")
-    if shutil.which(cmd[0]) is None:
-        raise CommandError(f"command not found: {cmd[0]}", status=127)
-    status = aiocoord.run(_run, args, cmd)
+    status = aiocoord.run(_run, args, command_of(args))
     return 0 if status is None else status
