@@ -26,6 +26,7 @@ from . import (
     deploy,
     discovery_cmd,
     elect,
+    lock_cmd,
     status_cmd,
     tasks_cmd,
     zk,
@@ -71,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     zk.add_parser(sub)
     elect.add_parser(sub)
+    lock_cmd.add_parser(sub)
     agent.add_parser(sub)
     config_cmd.add_parsers(sub)
     app.add_parser(sub)

@@ -43,9 +43,10 @@ import os
 import shutil
 import signal
 import sys
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
 from dataclasses import dataclass
+from typing import Protocol
 
 import anyio
 
@@ -78,35 +79,81 @@ class ElectError(CommandError):
     """Ends the runner with a one-line error and exit status 1."""
 
 
-def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_runner_parser(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    doc: str | None,
+    *,
+    help: str,
+    usage: str,
+    path_help: str,
+) -> argparse.ArgumentParser:
+    """The parser of a command that runs CMD while holding something (``elect``, ``lock``):
+    the session and --path options; ``add_command_argument`` ends it."""
     p = sub.add_parser(
-        "elect",
-        help="run a command only while this process leads an election",
-        description=description(__doc__),
+        name,
+        help=help,
+        description=description(doc),
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        usage="%(prog)s --path P [options] -- CMD [ARGS...]",
+        usage=usage,
     )
     add_session_options(p)
-    add_path_option(p, "the election path; candidates are <path>/worker<seq>")
-    p.add_argument(
-        "--leaders", type=int, default=1, metavar="N",
-        help="how many candidates lead (and run CMD) at once (default 1)",
-    )  # fmt: skip
-    add_id_option(p, "this runner's name in its candidate node (default hostname:pid)")
+    add_path_option(p, path_help)
+    return p
+
+
+def add_stop_options(p: argparse.ArgumentParser, loss: str, other: str) -> None:
+    """--grace and --tolerate-suspended: how CMD is stopped on ``loss``."""
     p.add_argument(
         "--grace",
         type=float,
         default=None,
         metavar="SECONDS",
-        help=f"SIGTERM to SIGKILL ({DEFAULT_GRACE:g}); on leadership loss at most 1/6 of the "
+        help=f"SIGTERM to SIGKILL ({DEFAULT_GRACE:g}); on {loss} at most 1/6 of the "
         "session timeout (a warning says so when SECONDS is more)",
     )
     p.add_argument(
         "--tolerate-suspended",
         action="store_true",
-        help="keep CMD running while disconnected, until the session is lost (then a standby's "
+        help=f"keep CMD running while disconnected, until the session is lost (then {other} "
         "CMD may already run: fence CMD's writes)",
     )
+
+
+def add_command_argument(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument(
+        "cmd", nargs=argparse.REMAINDER, metavar="-- CMD ARGS...",
+        help=f"the command to run while {what}, after --",
+    )  # fmt: skip
+
+
+def command_of(args: argparse.Namespace) -> list[str]:
+    """CMD, as given after --: a usage error when missing, status 127 when not found."""
+    cmd = list(args.cmd)
+    if cmd and cmd[0] == "--":
+        cmd = cmd[1:]
+    if not cmd:
+        raise UsageError("no command given", hint="put it after --")
+    if shutil.which(cmd[0]) is None:
+        raise CommandError(f"command not found: {cmd[0]}", status=127)
+    return cmd
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = add_runner_parser(
+        sub,
+        "elect",
+        __doc__,
+        help="run a command only while this process leads an election",
+        usage="%(prog)s --path P [options] -- CMD [ARGS...]",
+        path_help="the election path; candidates are <path>/worker<seq>",
+    )
+    p.add_argument(
+        "--leaders", type=int, default=1, metavar="N",
+        help="how many candidates lead (and run CMD) at once (default 1)",
+    )  # fmt: skip
+    add_id_option(p, "this runner's name in its candidate node (default hostname:pid)")
+    add_stop_options(p, "leadership loss", "a standby's")
     p.add_argument(
         "--once",
         action="store_true",
@@ -126,10 +173,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         metavar="SECONDS",
         help="longest wait before contending again after CMD exited (60)",
     )
-    p.add_argument(
-        "cmd", nargs=argparse.REMAINDER, metavar="-- CMD ARGS...",
-        help="the command to run while leading, after --",
-    )  # fmt: skip
+    add_command_argument(p, "leading")
     p.set_defaults(func=main)
 
 
@@ -137,6 +181,20 @@ def loss_grace(grace: float, session_timeout: float) -> float:
     """The SIGTERM-to-SIGKILL grace on leadership loss: CMD must be dead before the server can
     expire the session (see the module docstring for the arithmetic)."""
     return min(grace, session_timeout * LOSS_GRACE_SHARE)
+
+
+def warn_of_a_cut_grace(grace: float | None, zk: aiocoord.Client, loss: str) -> None:
+    """Warn when --grace is more than the grace on ``loss`` can be."""
+    bound = loss_grace(math.inf, zk.negotiated_timeout)
+    if grace is not None and grace > bound:
+        log.warning(
+            "--grace %g: on %s CMD is killed after %.2fs (1/6 of the %gs session timeout), so "
+            "that it is dead before the session can expire",
+            grace,
+            loss,
+            bound,
+            zk.negotiated_timeout,
+        )
 
 
 def exit_status(returncode: int) -> int:
@@ -186,8 +244,14 @@ async def reaper() -> AsyncIterator[Reaper]:
                 await proc.wait()
 
 
+class Held(Protocol):
+    """What CMD runs under: a term of leadership, a held lock. ``lost`` is set when it ends."""
+
+    lost: str | None
+
+
 async def _stop(
-    proc: asyncio.subprocess.Process, grace: float, lost_grace: float, term: aiocoord.Term
+    proc: asyncio.subprocess.Process, grace: float, lost_grace: float, term: Held
 ) -> None:
     """Stop CMD's process group: SIGTERM, then SIGKILL after ``grace``, or ``lost_grace`` after
     the term was found lost (also while stopping: a shutdown met by a partition)."""
@@ -256,26 +320,48 @@ class Runner:
         }
 
     async def lead(self, term: aiocoord.Term) -> Outcome:
-        cmd = self._cmd
-        log.info("leading (rank %d, token %d): starting %s", term.rank, term.token.czxid, cmd)
-        with anyio.CancelScope(shield=True):  # a started CMD is always stopped by the finally
-            try:
-                proc = await asyncio.create_subprocess_exec(
-                    *cmd, env=self._environment(term), preexec_fn=_die_with_parent(os.getpid())
-                )
-            except OSError as exc:
-                log.error("cannot start %s: %s", cmd[0], exc)
-                return Outcome(127, 0.0)
-        started = anyio.current_time()
+        log.info("leading (rank %d, token %d): starting %s", term.rank, term.token.czxid, self._cmd)
+        return await run_command(
+            self._cmd,
+            self._environment(term),
+            self._reaper,
+            term,
+            self.grace,
+            self.loss_grace(),
+            self._leadership.term(self._args.path),
+        )
+
+
+async def run_command(
+    cmd: list[str],
+    env: Mapping[str, str],
+    reaper: Reaper,
+    held: Held,
+    grace: float,
+    lost_grace: float,
+    around: AbstractContextManager[object] | None = None,
+) -> Outcome:
+    """Run CMD in a process group of its own while ``held`` lasts (the caller cancels this when
+    it ends), the reaper told of the group; stop the whole group on the way out (SIGTERM, then
+    SIGKILL after ``grace``, ``lost_grace`` once ``held`` is lost). 127 when CMD cannot start."""
+    with anyio.CancelScope(shield=True):  # a started CMD is always stopped by the finally
         try:
-            self._reaper.watch(proc.pid, self.loss_grace())
-            with self._leadership.term(self._args.path):
-                await proc.wait()
-        finally:
-            await _stop(proc, self.grace, self.loss_grace(), term)
-            self._reaper.watch(0, 0.0)
-        assert proc.returncode is not None
-        return Outcome(exit_status(proc.returncode), anyio.current_time() - started)
+            proc = await asyncio.create_subprocess_exec(
+                *cmd, env=dict(env), preexec_fn=_die_with_parent(os.getpid())
+            )
+        except OSError as exc:
+            log.error("cannot start %s: %s", cmd[0], exc)
+            return Outcome(127, 0.0)
+    started = anyio.current_time()
+    try:
+        reaper.watch(proc.pid, lost_grace)
+        with around if around is not None else nullcontext():
+            await proc.wait()
+    finally:
+        await _stop(proc, grace, lost_grace, held)
+        reaper.watch(0, 0.0)
+    assert proc.returncode is not None
+    return Outcome(exit_status(proc.returncode), anyio.current_time() - started)
 
 
 async def _run(args: argparse.Namespace, cmd: list[str]) -> int:
@@ -287,15 +373,7 @@ async def _run(args: argparse.Namespace, cmd: list[str]) -> int:
     ):
         leadership = Leadership(metrics)
         runner = Runner(args, cmd, zk, reaper_, leadership)
-        bound = loss_grace(math.inf, zk.negotiated_timeout)
-        if args.grace is not None and args.grace > bound:
-            log.warning(
-                "--grace %g: on leadership loss CMD is killed after %.2fs (1/6 of the %gs "
-                "session timeout), so that it is dead before the session can expire",
-                runner.grace,
-                bound,
-                zk.negotiated_timeout,
-            )
+        warn_of_a_cut_grace(args.grace, zk, "leadership loss")
         election = aiocoord.Election(
             zk,
             args.path,
@@ -339,13 +417,6 @@ async def _run(args: argparse.Namespace, cmd: list[str]) -> int:
 
 
 def main(args: argparse.Namespace) -> int:
-    cmd = list(args.cmd)
-    if cmd and cmd[0] == "--":
-        cmd = cmd[1:]
-    if not cmd:
-        raise UsageError("no command given", hint="put it after --")
-    if shutil.which(cmd[0]) is None:
-        raise CommandError(f"command not found: {cmd[0]}", status=127)
-    status = aiocoord.run(_run, args, cmd)
+    status = aiocoord.run(_run, args, command_of(args))
     log.info("stopped")
     return 0 if status is None else status

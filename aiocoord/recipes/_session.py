@@ -1,6 +1,7 @@
 """The recipes' shared primitives: which errors a retry after reconnecting cures, a one-shot
-watch wakeup, a latest-wins value, a session-listener scope, and holding an ephemeral node that a
-previous session of ours may still hold. (Deletes owed after a blip are the client's:
+watch wakeup, a latest-wins value, a session-listener scope, holding an ephemeral node that a
+previous session of ours may still hold, and a fenced hold on a node (a term of leadership, a held
+lock) with its fencing token and ``guard(ops)``. (Deletes owed after a blip are the client's:
 ``Client.delete_ephemeral``.)"""
 
 from __future__ import annotations
@@ -8,7 +9,8 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from typing import Generic, TypeVar
+from dataclasses import dataclass
+from typing import ClassVar, Generic, TypeVar
 
 import anyio
 
@@ -16,11 +18,12 @@ from ..transport.client import Client
 from ..transport.errors import (
     ConnectionLoss,
     CoordError,
+    MultiFailed,
     NodeExists,
     RequestTimeout,
     SessionExpired,
 )
-from ..transport.types import SessionEvent, WatchEvent, ZnodeStat
+from ..transport.types import Op, OpResult, SessionEvent, WatchEvent, ZnodeStat
 
 #: errors after which the recipes wait for the session and try again
 RETRYABLE = (ConnectionLoss, RequestTimeout, SessionExpired)
@@ -150,3 +153,95 @@ async def hold_ephemeral(
         stat = await client.exists(path)
         if stat is not None and stat.ephemeral_owner == session:
             return stat
+
+
+@dataclass(frozen=True, slots=True)
+class FencingToken:
+    """Identifies one hold of a node (a term of leadership, a held lock): the node's creation zxid
+    and its path. A later hold has a greater czxid."""
+
+    czxid: int
+    path: str
+
+
+class Fenced:
+    """A hold that lasts while the node ``path`` exists as written (``version``): its fencing
+    token, why it ended (``lost``), and ``guard(ops)``. Subclasses name the error and the words."""
+
+    #: raised by guard() when the node is gone or changed
+    lost_error: ClassVar[type[CoordError]] = CoordError
+    #: "<holding> of <path> ends", "no longer <holder>"
+    holding: ClassVar[str] = "hold"
+    holder: ClassVar[str] = "holder"
+    _log: ClassVar[logging.Logger] = logging.getLogger("aiocoord.recipes")
+
+    def __init__(self, client: Client, path: str, czxid: int, version: int) -> None:
+        self._client = client
+        self.path = path
+        self.token = FencingToken(czxid, path)
+        self._version = version
+        #: why the hold ended, once it has (None while held)
+        self.lost: str | None = None
+        self._scope: anyio.CancelScope | None = None
+
+    def _end(self, reason: str) -> None:
+        if self.lost is None:
+            self.lost = reason
+            self._log.warning("%s of %s ends: %s", self.holding, self.path, reason)
+        if self._scope is not None:
+            self._scope.cancel()
+
+    def _on_node_event(self, event: WatchEvent) -> None:
+        # deleted, rewritten, or its session gone: guard() would fail from now on
+        self._end(f"node {self.path}: {event.type.name} ({event.state.name})")
+
+    async def _watch_owned(self) -> bool:
+        """Watch the node for the hold and check it is this session's; take its czxid and
+        version. False (and no watch left) when it is gone or another session's."""
+        client = self._client
+        stat = await client.exists(self.path, watch=self._on_node_event)
+        if stat is None or stat.ephemeral_owner != client.session_id:
+            with contextlib.suppress(CoordError):
+                await client.remove_watch(self.path, self._on_node_event)
+            return False
+        self.token = FencingToken(stat.czxid, self.path)
+        self._version = stat.version
+        self._log.info("%s: held (czxid 0x%x)", self.path, stat.czxid)
+        return True
+
+    async def guard(self, ops: Sequence[Op]) -> list[OpResult]:
+        """Apply ``ops`` atomically, only while the held node exists as written.
+
+        Raises the hold's lost error when the node is gone or changed (a deposed or paused
+        holder), ``MultiFailed`` when one of ``ops`` fails, and ``ConnectionLoss`` when the reply
+        was lost (the write happened only if the hold still lasted at that moment).
+        """
+        try:
+            results = await self._client.multi([Op.check(self.path, self._version), *ops])
+        except MultiFailed as exc:
+            if exc.index == 0:
+                raise self.lost_error(f"no longer {self.holder}: {self.path} {exc.cause}") from exc
+            raise
+        except SessionExpired as exc:
+            raise self.lost_error(
+                f"no longer {self.holder}: session expired ({self.path})"
+            ) from exc
+        return results[1:]
+
+
+async def withdraw(client: Client, node: str | None, session: int, *, log: logging.Logger) -> None:
+    """Delete our ephemeral ``node`` made on ``session`` at once (resigning a candidacy,
+    releasing a lock); nothing when there is none or the session has gone (the node with it).
+    Owed when the reply is lost (or this is cancelled): deleted after the reconnect, so a blip
+    never leaves a phantom contender ahead of everyone while the session lives on."""
+    if node is None or session != client.session_id:
+        return
+    with anyio.move_on_after(client.negotiated_timeout):
+        try:
+            if await client.delete_ephemeral(node):
+                log.info("deleted %s", node)
+            else:
+                log.warning("deleting %s: the reply was lost: deleted after the reconnect, or "
+                            "with the session", node)  # fmt: skip
+        except CoordError as exc:
+            log.warning("could not delete %s: %s", node, exc)

@@ -36,15 +36,14 @@ from ..transport.client import Client
 from ..transport.errors import (
     ConnectionLoss,
     CoordError,
-    MultiFailed,
     NodeExists,
     NoNode,
     RequestTimeout,
     SessionExpired,
 )
 from ..transport.paths import validate_path
-from ..transport.types import Op, OpResult, SessionEvent, SessionState, WatchEvent
-from ._session import Wakeup, listening
+from ..transport.types import SessionEvent, SessionState
+from ._session import Fenced, FencingToken, Wakeup, listening, withdraw
 
 __all__ = ["Candidate", "Election", "FencingToken", "LeadershipLost", "Term"]
 
@@ -57,14 +56,6 @@ _SEQ = re.compile(r"(\d{10})$")
 class LeadershipLost(CoordError):
     """Leadership ended without this process choosing to resign (session suspended or lost, the
     candidate node deleted), or a guarded write found the leader node gone."""
-
-
-@dataclass(frozen=True, slots=True)
-class FencingToken:
-    """Identifies one term of leadership: the leader node's creation zxid and its path."""
-
-    czxid: int
-    path: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,46 +79,18 @@ def _ranked(children: Sequence[str]) -> list[str]:
     return [name for _, name in sorted(named)]
 
 
-class Term:
-    """One term of leadership, given by ``Election.lead()``."""
+class Term(Fenced):
+    """One term of leadership, given by ``Election.lead()``: its fencing token, and ``guard(ops)``
+    (raising ``LeadershipLost`` once the leader node is gone or changed)."""
+
+    lost_error = LeadershipLost
+    holding = "leadership"
+    holder = "leader"
+    _log = log
 
     def __init__(self, client: Client, path: str, czxid: int, version: int, rank: int) -> None:
-        self._client = client
-        self.path = path
+        super().__init__(client, path, czxid, version)
         self.rank = rank
-        self.token = FencingToken(czxid, path)
-        self._version = version
-        #: why the term ended, once it has (None while leading)
-        self.lost: str | None = None
-        self._scope: anyio.CancelScope | None = None
-
-    def _end(self, reason: str) -> None:
-        if self.lost is None:
-            self.lost = reason
-            log.warning("leadership of %s ends: %s", self.path, reason)
-        if self._scope is not None:
-            self._scope.cancel()
-
-    def _on_node_event(self, event: WatchEvent) -> None:
-        # deleted, rewritten, or its session gone: guard() would fail from now on
-        self._end(f"candidate node {self.path}: {event.type.name} ({event.state.name})")
-
-    async def guard(self, ops: Sequence[Op]) -> list[OpResult]:
-        """Apply ``ops`` atomically, only while this term's leader node exists as written.
-
-        Raises ``LeadershipLost`` when the node is gone or changed (a deposed or paused leader),
-        ``MultiFailed`` when one of ``ops`` fails, and ``ConnectionLoss`` when the reply was lost
-        (the write happened only if this term still led at that moment).
-        """
-        try:
-            results = await self._client.multi([Op.check(self.path, self._version), *ops])
-        except MultiFailed as exc:
-            if exc.index == 0:
-                raise LeadershipLost(f"no longer leader: {self.path} {exc.cause}") from exc
-            raise
-        except SessionExpired as exc:
-            raise LeadershipLost(f"no longer leader: session expired ({self.path})") from exc
-        return results[1:]
 
 
 class Election:
@@ -282,19 +245,7 @@ class Election:
         """Withdraw this candidate (deleting its node at once); no-op when not a candidate."""
         node, self._node = self._node, None
         session, self._node_session = self._node_session, 0
-        if node is None or session != self._client.session_id:
-            return
-        # owed when the reply is lost (or this is cancelled): deleted after the reconnect, so a
-        # blip never leaves a phantom candidate ahead of everyone while the session lives on
-        with anyio.move_on_after(self._client.negotiated_timeout):
-            try:
-                if await self._client.delete_ephemeral(node):
-                    log.info("%s: resigned (%s)", self.path, node)
-                else:
-                    log.warning("%s: resigning %s: the reply was lost: deleted after the "
-                                "reconnect, or with the session", self.path, node)  # fmt: skip
-            except CoordError as exc:
-                log.warning("%s: could not delete %s on resign: %s", self.path, node, exc)
+        await withdraw(self._client, node, session, log=log)
 
     async def _ensure_candidate(self) -> str:
         client = self._client
@@ -396,13 +347,8 @@ class Election:
                 self._node = None
                 return None
         term = Term(client, node, 0, 0, rank)
-        stat = await client.exists(node, watch=term._on_node_event)
-        if stat is None or stat.ephemeral_owner != client.session_id:
-            with contextlib.suppress(CoordError):
-                await client.remove_watch(node, term._on_node_event)
+        if not await term._watch_owned():
             self._node = None
             return None
-        term.token = FencingToken(stat.czxid, node)
-        term._version = stat.version
-        log.info("%s: leading as %s (rank %d, czxid 0x%x)", self.path, node, rank, stat.czxid)
+        log.info("%s: leading as %s (rank %d)", self.path, node, rank)
         return term
