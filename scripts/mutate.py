@@ -350,9 +350,9 @@ M = [
     ),
     (
         "resign by a plain delete",
-        "aiocoord/recipes/election.py",
-        "                if await self._client.delete_ephemeral(node):",
-        "                if await self._client.delete(node) or True:",
+        "aiocoord/recipes/_session.py",
+        "            if await client.delete_ephemeral(node):",
+        "            if await client.delete(node) or True:",
         [
             T
             + "test_owed_deletes.py::test_cancelled_waiting_candidate_whose_delete_was_lost_leaves_no_phantom"
@@ -423,8 +423,8 @@ M = [
     (
         "elect reaper not told of CMD's group",
         "services/elect.py",
-        "            self._reaper.watch(proc.pid, self.loss_grace())",
-        "            pass",
+        "        reaper.watch(proc.pid, lost_grace)",
+        "        pass",
         [S + "test_elect.py::test_the_whole_process_tree_stops_when_the_runner_is_sigkilled"],
     ),
     (
@@ -464,8 +464,8 @@ M = [
     (
         "elect long grace not warned",
         "services/elect.py",
-        "        if args.grace is not None and args.grace > bound:",
-        "        if False:",
+        "    if grace is not None and grace > bound:",
+        "    if False:",
         [S + "test_elect.py::test_a_grace_longer_than_the_session_allows_is_warned"],
     ),
     (
@@ -539,8 +539,8 @@ M = [
     (
         "elect spawn failure crashes the runner",
         "services/elect.py",
-        "            except OSError as exc:",
-        "            except ValueError as exc:",
+        "        except OSError as exc:",
+        "        except ValueError as exc:",
         [
             S
             + "test_elect.py::test_a_command_that_cannot_start_counts_as_a_failure_and_is_tried_again"
@@ -1710,6 +1710,62 @@ M = [
         "    demo = Demo(hosts, ensemble, Services(hosts, logs), first_steps)",
         "    demo = Demo(hosts, ensemble, Services(hosts, logs))",
         [S + "test_cli.py::test_demo_runs_end_to_end"],
+    ),
+    (
+        "lock: every waiter watches the first node",
+        "aiocoord/recipes/lock.py",
+        '                await self._wait_gone(f"{self.path}/{ahead}")',
+        '                await self._wait_gone(f"{self.path}/{min(children, key=lambda c: c[-10:])}")',
+        [R + "test_lock.py::test_fifo_handover_wakes_only_the_next_waiter"],
+    ),
+    (
+        "lock: unprotected create",
+        "aiocoord/recipes/lock.py",
+        "                protected=True,",
+        "                protected=False,",
+        [R + "test_lock.py::test_a_lost_create_reply_leaves_no_orphan"],
+    ),
+    (
+        "lock: no withdraw when cancelled waiting",
+        "aiocoord/recipes/lock.py",
+        "            with anyio.CancelScope(shield=True):\n                await self._withdraw()\n            self._busy = False",
+        "            with anyio.CancelScope(shield=True):\n                pass\n            self._busy = False",
+        [R + "test_lock.py::test_cancel_or_timeout_while_waiting_leaves_no_node"],
+    ),
+    (
+        "fenced guard without its check",
+        "aiocoord/recipes/_session.py",
+        "[Op.check(self.path, self._version), *ops]",
+        '[Op.check("/", -1), *ops]',
+        [R + "test_lock.py::test_an_expired_holder_is_fenced_and_its_block_cancelled"],
+    ),
+    (
+        "semaphore: max-leases not checked",
+        "aiocoord/recipes/lock.py",
+        "        if stored != self.max_leases:",
+        "        if False:",
+        [R + "test_lock.py::test_semaphore_leases_and_max_leases_check"],
+    ),
+    (
+        "lock: a hold survives SUSPENDED",
+        "aiocoord/recipes/lock.py",
+        '            hold._end("session suspended")',
+        "            pass",
+        [R + "test_lock.py::test_a_suspended_holder_stops_and_releases"],
+    ),
+    (
+        "rwlock: readers conflict only with writers' nodes missing",
+        "aiocoord/recipes/lock.py",
+        '    conflicts = ("__lock__", "__rlock__")',
+        '    conflicts = ("__lock__",)',
+        [R + "test_lock.py::test_readers_share_a_writer_excludes"],
+    ),
+    (
+        "lock CLI: the hold's scope not kept",
+        "aiocoord/recipes/lock.py",
+        "                hold._scope = scope",
+        "                hold._scope = None",
+        [S + "test_lock_cmd.py::test_the_command_is_stopped_when_the_lock_is_lost"],
     ),
 ]
 
