@@ -239,9 +239,15 @@ class TcpProxy:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
         if not self._thread.is_alive():
-            with contextlib.suppress(Exception):
-                self._loop.run_until_complete(_last_sweep())
+            # on a thread of its own: close() may be called from a thread running a loop
+            sweeper = threading.Thread(target=self._sweep, daemon=True, name="proxy-sweep")
+            sweeper.start()
+            sweeper.join(timeout=10)
         self._loop.close()
+
+    def _sweep(self) -> None:
+        with contextlib.suppress(Exception):
+            self._loop.run_until_complete(_last_sweep())
 
     def __enter__(self) -> Self:
         return self.start()
