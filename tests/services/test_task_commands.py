@@ -17,6 +17,7 @@ import anyio.abc
 import anyio.to_thread
 import pytest
 
+import services
 from aiocoord import Client, TaskQueue, TaskState
 from aiocoord.testing import ZooKeeperServer
 from tests.helpers import eventually_async
@@ -45,9 +46,13 @@ def cwd(tmp_path: Path) -> Path:
     (project / "myhandlers.py").write_text(HANDLERS)
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    (bin_dir / "aiocoord").write_text(textwrap.dedent("""\
+    # the commands of the tree under test (the one this test imports them from), appended to
+    # sys.path: the launcher's own directory stays first, as an installed console script's is
+    root = Path(services.__file__).resolve().parent.parent
+    (bin_dir / "aiocoord").write_text(textwrap.dedent(f"""\
         import sys
-        from aiocoord._cli.cli import main
+        sys.path.append({str(root)!r})
+        from services.cli import main
         sys.exit(main())
     """))  # fmt: skip
     return project

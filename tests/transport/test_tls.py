@@ -147,12 +147,16 @@ async def test_close_is_bounded_when_the_server_is_silent(
     at teardown)."""
     zk = Client(tls_server.tls_hosts, ssl=certs.client_context(), session_timeout=4)
     await zk.__aenter__()
+    conn = zk._session._conn
+    assert conn is not None
     tls_server.pause()
     try:
         started = time.monotonic()
         with anyio.fail_after(6):
             await zk.aclose()
         assert time.monotonic() - started < 4
+        with anyio.fail_after(2):  # aborted, not left waiting for the paused peer's close_notify
+            await conn.released.wait()
     finally:
         tls_server.resume()
 
