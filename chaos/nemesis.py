@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -36,8 +37,8 @@ class Nemesis:
         self._log = Recorder(rundir / "faults.jsonl", "nemesis")
         self._member_lock = asyncio.Lock()  # one member fault at a time, whatever the clock says
         self._healing: set[asyncio.Task[None]] = set()
-        self.counts: dict[str, int] = {}
-        self.skipped: dict[str, int] = {}
+        self.counts: Counter[str] = Counter()
+        self.skipped: Counter[str] = Counter()
 
     def _note(self, phase: str, fault: Fault, **extra: Any) -> None:
         self._log.record("event", phase, kind=fault.kind, target=fault.target, **extra)
@@ -73,14 +74,14 @@ class Nemesis:
         if fault.target == "leader":
             index = await asyncio.to_thread(self.ensemble.leader)
             if index is None:
-                self.skipped[fault.kind] = self.skipped.get(fault.kind, 0) + 1
+                self.skipped[fault.kind] += 1
                 self._note("skip", fault, reason="no leader")
                 return
         else:
             index = int(fault.target)
         member = self.ensemble.members[index]
         was_leader = index == await asyncio.to_thread(self.ensemble.leader)
-        self.counts[fault.kind] = self.counts.get(fault.kind, 0) + 1
+        self.counts[fault.kind] += 1
         self._note("start", fault, member=index, leader=was_leader)
         if fault.kind in ("member-pause", "member-pause-long"):
             member.pause()
@@ -121,14 +122,14 @@ class Nemesis:
         if fault.kind == "session-expire":
             creds = proc.credentials()
             if creds is None or not proc.alive or proc.paused:
-                self.skipped[fault.kind] = self.skipped.get(fault.kind, 0) + 1
+                self.skipped[fault.kind] += 1
                 self._note("skip", fault, reason="no session")
                 return
         if fault.kind == "proc-kill" and not proc.alive:
-            self.skipped[fault.kind] = self.skipped.get(fault.kind, 0) + 1
+            self.skipped[fault.kind] += 1
             self._note("skip", fault, reason="not running")
             return
-        self.counts[fault.kind] = self.counts.get(fault.kind, 0) + 1
+        self.counts[fault.kind] += 1
         self._note("start", fault, incarnation=proc.incarnation)
         match fault.kind:
             case "link-cut":

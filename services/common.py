@@ -340,11 +340,8 @@ async def session(args: argparse.Namespace) -> AsyncIterator[aiocoord.Client]:
         await anyio.sleep(WAIT_RETRY)
     try:
         yield client
-    except BaseException as exc:
-        await client.__aexit__(type(exc), exc, exc.__traceback__)
-        raise
-    else:
-        await client.__aexit__(None, None, None)
+    finally:
+        await client.aclose()
 
 
 def write_deadline(args: argparse.Namespace) -> float:

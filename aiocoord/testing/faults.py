@@ -228,11 +228,7 @@ class TcpProxy:
             await asyncio.gather(*tasks, return_exceptions=True)
             # any transport of this loop still open (one accepted but not yet handed to
             # _handle, say): aborted too, so no socket outlives the loop
-            transports = getattr(self._loop, "_transports", {})
-            for transport in list(transports.values()):
-                transport.abort()  # closing ones too: one waiting to flush never would
-            await asyncio.sleep(0)  # the aborted transports close their sockets
-            await asyncio.sleep(0)
+            await _abort_transports()
 
         with contextlib.suppress(Exception):
             asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(timeout=10)
@@ -270,9 +266,15 @@ async def _last_sweep() -> None:
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
+    await _abort_transports()
+
+
+async def _abort_transports() -> None:
+    """Abort every transport of the running loop still open, closing ones too (one waiting to
+    flush to a silent peer never would), and let them close their sockets."""
     for transport in list(getattr(asyncio.get_running_loop(), "_transports", {}).values()):
         transport.abort()
-    await asyncio.sleep(0)  # the aborted transports close their sockets
+    await asyncio.sleep(0)
     await asyncio.sleep(0)
 
 
