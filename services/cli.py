@@ -27,6 +27,7 @@ from . import (
     discovery_cmd,
     elect,
     lock_cmd,
+    render,
     status_cmd,
     tasks_cmd,
     zk,
@@ -77,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     config_cmd.add_parsers(sub)
     app.add_parser(sub)
     deploy.add_parser(sub)
+    render.add_parser(sub)
     discovery_cmd.add_parsers(sub)
     tasks_cmd.add_parsers(sub)
     status_cmd.add_parser(sub)
