@@ -263,8 +263,8 @@ def _node(name: str, value: object, parent: _Table, history: bool) -> NodeSource
 
 def _template(raw: object, where: str, base_dir: Path, texts: dict[str, str]) -> TemplateSpec:
     table = _Table(raw, where)
-    source = base_dir / table.take("source", str, "a template file", _REQUIRED)
-    name = str(source)
+    name = table.take("source", str, "a template file", _REQUIRED)
+    source = base_dir / name
     if name not in texts:
         try:
             texts[name] = source.read_text(encoding="utf-8")
@@ -527,9 +527,7 @@ class Rendering:
         if (version, ok, error) == self._outcome:
             return
         self._outcome = (version, ok, error)
-        if ok:
-            log.info("%s holds %s", self.spec.destination, version)
-        else:
+        if not ok:
             log.error("%s NOT rendered, %s stays: %s", self.spec.destination, version, error)
         if self.reporter is not None:
             await self.reporter.report(version, ok, error)
