@@ -18,7 +18,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from aiocoord import Client, ServiceRegistry
+from aiocoord import Client, ConfigStore, ServiceRegistry
 from aiocoord.testing import ZooKeeperServer, free_port
 from services import render
 from tests.helpers import eventually, eventually_async
@@ -407,3 +407,55 @@ async def test_quiesce_renders_after_max_while_changes_keep_coming() -> None:
             took = anyio.current_time() - started
             tg.cancel_scope.cancel()
     assert 1.0 <= took < 5.0, took  # max, although changes never stopped for min
+
+
+async def test_each_template_reports_its_own_status_and_a_failed_render_is_not_retried(
+    zk_server: ZooKeeperServer, zk: Client, tmp_path: Path
+) -> None:
+    """Two templates: ``a`` (services only) fails its check; ``b`` follows a config store. Each
+    reports at its own ``<path>-status/<host>``; new versions of the store re-render both, and
+    ``a``'s unchanged, failed bytes are not checked again."""
+    checks = tmp_path / "checks"
+    (tmp_path / "a.j2").write_text("{% for i in services.web %}{{ i.port }}{% endfor %}\n")
+    (tmp_path / "b.j2").write_text("{{ configs.site.version }}: {{ configs.site.text }}\n")
+    config = tmp_path / "render.toml"
+    config.write_text(
+        f"""\
+host = "from-the-file"
+wait = {{ min = 0.05, max = 0.5 }}
+[[template]]
+source = "a.j2"
+destination = "a.conf"
+path = "/render/a"
+check = "echo checked >> {checks}; false"
+services = {{ web = "web" }}
+[[template]]
+source = "b.j2"
+destination = "b.conf"
+path = "/render/b"
+configs = {{ site = "/site" }}
+"""
+    )
+    store = ConfigStore(zk, "/site")
+    first = await store.publish(b"one")
+
+    async def reported(path: str, ok: bool, says: str) -> bool:
+        status = await status_of(zk, f"{path}-status", "from-the-file")
+        return (
+            status is not None
+            and status.ok is ok
+            and says in (status.error or status.version or "")
+        )
+
+    async with (
+        ServiceRegistry(zk).register("web", "127.0.0.1", 8001),
+        service("render", *zk_args(zk_server, zk), str(config)),
+    ):
+        await eventually_async(lambda: reported("/render/a", False, "check command failed"), 30)
+        await eventually_async(lambda: reported("/render/b", True, "render-"), 30)
+        assert (tmp_path / "b.conf").read_text() == f"{first}: one\n"
+        for n in range(3):
+            expected = f"{await store.publish(f'v{n}'.encode())}: v{n}\n"
+            await eventually(lambda: (tmp_path / "b.conf").read_text() == expected, 30)  # noqa: B023
+    assert checks.read_text() == "checked\n"  # once: the same bytes were not tried again
+    assert not (tmp_path / "a.conf").exists()
