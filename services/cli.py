@@ -51,6 +51,8 @@ READY = {
     "standing by",
     "app": "a version is in place and verified (a newer one that failed leaves it in place)",
     "deploy": "a commit is checked out (a newer one that failed leaves it in place)",
+    "render": "every template's file holds a render, checked and reloaded (a newer one that "
+    "failed leaves it in place)",
     "elect": "this process is a candidate, leading or standing by (not in the backoff after "
     "CMD exited)",
     "register": "the instance is registered (its health check passes)",

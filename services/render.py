@@ -80,6 +80,7 @@ from .common import (
     run_service,
     session,
 )
+from .metrics import serving
 
 log = logging.getLogger("aiocoord.render")
 
@@ -589,7 +590,12 @@ async def _serve(args: argparse.Namespace, config: RenderConfig, host: str) -> N
     for each in renderings:
         await anyio.to_thread.run_sync(each.recover)
     services, nodes = _wanted(config)
-    async with session(args) as zk, contextlib.AsyncExitStack() as stack:
+    async with (
+        session(args) as zk,
+        serving(args, "render", zk) as metrics,
+        contextlib.AsyncExitStack() as stack,
+    ):
+        metrics.readiness(lambda: _readiness(renderings))
         caches = {
             (base, name): await stack.enter_async_context(
                 aiocoord.ServiceRegistry(zk, base).discovery(name)
@@ -597,7 +603,7 @@ async def _serve(args: argparse.Namespace, config: RenderConfig, host: str) -> N
             for base, name in sorted(services)
         }
         # read once first (a feed yields nothing while there is nothing), then watched
-        values = {key: await _read_node(zk, *key) for key in sorted(nodes)}
+        values = {key: await _prime(zk, *key) for key in sorted(nodes)}
         feeds = {
             (history, path): await stack.enter_async_context(
                 aiocoord.ConfigStore(zk, path).watch() if history else aiocoord.watch_node(zk, path)
@@ -621,6 +627,27 @@ async def _serve(args: argparse.Namespace, config: RenderConfig, host: str) -> N
                 inputs = Inputs({k: c.instances() for k, c in caches.items()}, dict(values))
                 for each in renderings:
                     await each.step(inputs)
+
+
+async def _prime(zk: aiocoord.Client, history: bool, path: str) -> aiocoord.ConfigVersion | None:
+    """A first read of a watched node (None when it fails: its feed reads it again)."""
+    try:
+        return await _read_node(zk, history, path)
+    except aiocoord.CoordError as exc:
+        log.info("%s: read by its watch instead (%s)", path, exc)
+        return None
+
+
+def _readiness(renderings: list[Rendering]) -> tuple[bool, str]:
+    """Ready once every file holds a render (checked and reloaded); a newer one that failed
+    leaves it in place, still ready."""
+    waiting = [str(r.spec.destination) for r in renderings if r.running is None]
+    if waiting:
+        return False, "not rendered yet: " + ", ".join(waiting)
+    failed = [str(r.spec.destination) for r in renderings if r.error is not None]
+    return True, f"every file rendered ({len(renderings)})" + (
+        f" (a newer render failed: {', '.join(failed)})" if failed else ""
+    )
 
 
 def _renderings(config: RenderConfig, host: str) -> list[Rendering]:

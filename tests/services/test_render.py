@@ -24,6 +24,7 @@ from services import render
 from tests.helpers import eventually, eventually_async
 from tests.services.processes import aiocoord_cmd, service
 from tests.services.test_config_services import NGINX, one_worker, status_of, zk_args
+from tests.services.test_health_endpoints import answers
 
 STATUS = "/render/web"
 
@@ -459,3 +460,22 @@ configs = {{ site = "/site" }}
             await eventually(lambda: (tmp_path / "b.conf").read_text() == expected, 30)  # noqa: B023
     assert checks.read_text() == "checked\n"  # once: the same bytes were not tried again
     assert not (tmp_path / "a.conf").exists()
+
+
+async def test_render_is_ready_once_every_file_holds_a_render(
+    zk_server: ZooKeeperServer, zk: Client, tmp_path: Path
+) -> None:
+    port = free_port()
+    out = tmp_path / "upstream.conf"
+    config = write_config(tmp_path, out, check="grep -q server {file}")
+    await zk.create("/settings", b'{"keepalive": 4}')
+    args = [*zk_args(zk_server, zk), str(config), "--metrics-port", str(port)]
+    async with service("render", *args):
+        # no healthy instance: nothing rendered, not ready (but live)
+        await eventually(lambda: answers(port, "/readyz", 503, f"not rendered yet: {out}"), 30)
+        assert answers(port, "/healthz", 200)
+        async with ServiceRegistry(zk).register("web", "127.0.0.1", 8001):
+            await eventually(lambda: answers(port, "/readyz", 200, "every file rendered (1)"), 30)
+        # the last instance left: the file stays, still ready, saying why it is behind
+        await eventually(lambda: answers(port, "/readyz", 200, "a newer render failed"), 30)
+    assert "127.0.0.1:8001" in out.read_text()
