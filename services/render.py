@@ -586,16 +586,18 @@ async def _follow_cache(cache: aiocoord.ServiceCache, changes: Changes) -> None:
 
 
 async def _serve(args: argparse.Namespace, config: RenderConfig, host: str) -> None:
-    renderings = _renderings(config, host)
-    for each in renderings:
-        await anyio.to_thread.run_sync(each.recover)
-    services, nodes = _wanted(config)
-    async with (
-        session(args) as zk,
-        serving(args, "render", zk) as metrics,
-        contextlib.AsyncExitStack() as stack,
-    ):
+    renderings = await recovered(config, host)
+    async with session(args) as zk, serving(args, "render", zk) as metrics:
         metrics.readiness(lambda: _readiness(renderings))
+        await keep_rendered(zk, config, renderings)
+
+
+async def keep_rendered(
+    zk: aiocoord.Client, config: RenderConfig, renderings: list[Rendering]
+) -> None:
+    """Watch what the templates use and keep their files rendered, until cancelled."""
+    services, nodes = _wanted(config)
+    async with contextlib.AsyncExitStack() as stack:
         caches = {
             (base, name): await stack.enter_async_context(
                 aiocoord.ServiceRegistry(zk, base).discovery(name)
@@ -614,13 +616,13 @@ async def _serve(args: argparse.Namespace, config: RenderConfig, host: str) -> N
         async with anyio.create_task_group() as tg:
             for each in renderings:
                 board = aiocoord.StatusBoard(zk, f"{each.spec.path}-status")
-                each.reporter = StatusReporter(zk, board, host)
-                tg.start_soon(each.reporter.keep)
+                each.reporter = StatusReporter(zk, board, each.host)
+                tg.start_soon(each.reporter.keep)  # written again on a new session
             for key, feed in feeds.items():
                 tg.start_soon(_follow_feed, feed, key, values, changes)
             for cache in caches.values():
                 tg.start_soon(_follow_cache, cache, changes)
-            log.info("%s: rendering %d templates", host, len(renderings))
+            log.info("rendering %d templates", len(renderings))
             seen = 0
             while True:
                 seen = await quiesce(changes, seen, config.wait)
@@ -655,12 +657,18 @@ def _renderings(config: RenderConfig, host: str) -> list[Rendering]:
     return [Rendering(spec, environment, host) for spec in config.templates]
 
 
-# -- once ----------------------------------------------------------------------------------------
-async def _once(args: argparse.Namespace, config: RenderConfig, host: str) -> list[str]:
-    """Render and apply every template once; the errors."""
+async def recovered(config: RenderConfig, host: str) -> list[Rendering]:
+    """The templates' renderings, each file recovered from an apply a crash interrupted."""
     renderings = _renderings(config, host)
     for each in renderings:
         await anyio.to_thread.run_sync(each.recover)
+    return renderings
+
+
+# -- once ----------------------------------------------------------------------------------------
+async def _once(args: argparse.Namespace, config: RenderConfig, host: str) -> list[str]:
+    """Render and apply every template once; the errors."""
+    renderings = await recovered(config, host)
     async with session(args) as zk:
         inputs = await read_inputs(zk, config)
     errors = []

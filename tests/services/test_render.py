@@ -12,14 +12,14 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import anyio
 import pytest
 
 from aiocoord import Client, ConfigStore, ServiceRegistry
-from aiocoord.testing import ZooKeeperServer, free_port
+from aiocoord.testing import ZooKeeperServer, expire_session, free_port
 from services import render
 from tests.helpers import eventually, eventually_async
 from tests.services.processes import aiocoord_cmd, service
@@ -479,3 +479,42 @@ async def test_render_is_ready_once_every_file_holds_a_render(
         # the last instance left: the file stays, still ready, saying why it is behind
         await eventually(lambda: answers(port, "/readyz", 200, "a newer render failed"), 30)
     assert "127.0.0.1:8001" in out.read_text()
+
+
+async def test_after_a_lost_session_the_file_follows_and_the_status_is_written_again(
+    zk_server: ZooKeeperServer, zk: Client, tmp_path: Path
+) -> None:
+    """The renderer's session is expired on the server: its caches and feeds read again on the
+    new session (an instance registered meanwhile is rendered), and its status node, gone with
+    the old session, is written again."""
+    out = tmp_path / "upstream.conf"
+    config = render.load_config(write_config(tmp_path, out))
+    await zk.create("/settings", b'{"keepalive": 4}')
+    registry = ServiceRegistry(zk)
+
+    async def status_owner() -> int | None:
+        stat = await zk.exists(f"{STATUS}-status/h1")
+        return stat.ephemeral_owner if stat is not None else None
+
+    async with (
+        Client(zk_server.hosts, namespace=zk.namespace, session_timeout=4) as client,
+        registry.register("web", "127.0.0.1", 8001),
+        anyio.create_task_group() as tg,
+    ):
+        tg.start_soon(render.keep_rendered, client, config, await render.recovered(config, "h1"))
+        await eventually(lambda: out.exists() and "8001" in out.read_text(), 30)
+        await eventually_async(lambda: has(status_owner, client.session_id), 30)
+        first = client.session_id
+        await expire_session(client)
+        # nothing changed: the status comes back from the session's own recovery
+        await eventually_async(lambda: has(status_owner, client.session_id), 30)
+        assert client.session_id != first
+        status = await status_of(zk, f"{STATUS}-status", "h1")
+        assert status is not None and status.ok
+        async with registry.register("web", "127.0.0.1", 8002):
+            await eventually(lambda: "8002" in out.read_text(), 30)
+        tg.cancel_scope.cancel()
+
+
+async def has(read: Callable[[], Awaitable[object]], value: object) -> bool:
+    return await read() == value
