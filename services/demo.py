@@ -5,8 +5,8 @@ Without --zk it starts its own 3-member ZooKeeper ensemble. Every service is a s
 
 1. two config agents elect a leader, which serves the trigger port;
 2. a trigger publishes a config that three apps apply to their files;
-3. three service instances register with TCP health checks and are discovered; one fails its
-   check and is dropped;
+3. three service instances register with TCP health checks and are discovered, and ``render``
+   keeps an nginx upstream of them; one fails its check and is dropped, from the upstream too;
 4. a dispatcher and three workers complete 200 tasks;
 5. the agent leader is killed (kill -9): the standby takes over the trigger port, and the next
    config reaches all three apps;
@@ -50,6 +50,19 @@ from .status_cmd import four_letter
 log = logging.getLogger("aiocoord.demo")
 
 NAMESPACE = "/aiocoord-demo"
+UPSTREAM = """\
+upstream api {
+{% for i in services.api if i.enabled %}    server {{ i.address }}:{{ i.port }};
+{% endfor %}}
+"""
+RENDER = """\
+wait = { min = 0.1, max = 1 }
+[[template]]
+source = "upstream.conf.j2"
+destination = "upstream.conf"
+check = "grep -q server {file}"
+services = { api = "api" }
+"""
 CONFIG = "/nginx/conf"
 SESSION_TIMEOUT = "4"
 
@@ -225,9 +238,21 @@ async def _demo(d: Demo, tg: anyio.abc.TaskGroup) -> None:
             s.detail = f"{version}: trigger to all 3 files in {took:.0f} ms"
 
         async with d.step("three services register with health checks; one fails it") as s:
+            rendered = svc.logs / "render" / "upstream.conf"
+            rendered.parent.mkdir()
+            (rendered.parent / "upstream.conf.j2").write_text(UPSTREAM)
+            (rendered.parent / "render.toml").write_text(RENDER)
+            svc.start("render", "render", str(rendered.parent / "render.toml"), "--id", "host0")
+
+            async def upstream_has(n: int) -> bool:
+                text = rendered.read_text() if rendered.exists() else ""
+                return text.count("server ") == n
+
             checks = [anyio.CancelScope() for _ in range(3)]
+            ports = []
             for i, scope in enumerate(checks):
                 port = await tg.start(_health_endpoint, scope)
+                ports.append(port)
                 svc.start(f"api{i}", "register", "--service", "api", "--address", "127.0.0.1",
                           "--port", str(port), "--id", f"api{i}", "--check",
                           f"tcp://127.0.0.1:{port}", "--interval", "0.3", "--fall", "2",
@@ -239,13 +264,19 @@ async def _demo(d: Demo, tg: anyio.abc.TaskGroup) -> None:
                     return len(cache.instances()) == n
 
                 await _until(lambda: seen(3))
+                await _until(lambda: upstream_has(3))
                 pick = cache.pick("round_robin")
                 checks[2].cancel()  # api2's health check starts failing
                 started = time.perf_counter()
                 await _until(lambda: seen(2))
                 took = time.perf_counter() - started
-            s.detail = (f"3 discovered (picked {pick.id}); api2 down -> dropped after {took:.1f}s;"
-                        f" {', '.join(sorted(i.id for i in await registry.instances('api')))} "
+                await _until(lambda: upstream_has(2))
+                if f":{ports[2]};" in rendered.read_text():
+                    raise RuntimeError(f"api2 is still in the rendered upstream {rendered}")
+                rendered_after = time.perf_counter() - started
+            s.detail = (f"3 discovered (picked {pick.id}); api2 down -> dropped after {took:.1f}s,"
+                        f" from the rendered upstream after {rendered_after:.1f}s; "
+                        f"{', '.join(sorted(i.id for i in await registry.instances('api')))} "
                         "remain")  # fmt: skip
 
         async with d.step("a dispatcher and three workers complete 200 tasks", limit=40) as s:

@@ -89,7 +89,7 @@ def test_demo_runs_end_to_end() -> None:
     assert "demo finished" in out.stdout
     commands = demo_command_lines(out.stdout)
     started = {argv[1] for argv in commands}
-    assert {"zk", "agent", "app", "register", "dispatcher", "worker"} <= started, started
+    assert {"zk", "agent", "app", "register", "render", "dispatcher", "worker"} <= started, started
     for command in started:
         helped = subprocess.run(aiocoord_cmd(command, "--help"), capture_output=True, timeout=30)
         assert helped.returncode == 0, command
