@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import os
 import re
@@ -82,15 +81,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "--timeout", type=float, default=10.0, metavar="SECONDS",
         help="give up when the agent has not answered within SECONDS (default 10)",
     )  # fmt: skip
-    add_json_option(t, 'print {"version": VERSION} (and "applied": the hosts, with '
-                    "--wait-applied)")  # fmt: skip
-    waiting = t.add_argument_group(
-        "waiting for the rollout", "with --wait-applied: the ZooKeeper session and --path"
-    )
-    _add_wait_options(waiting)
-    add_path_option(t, "the config history path the agent publishes to (with --wait-applied)",
-                    required=False)  # fmt: skip
-    add_session_options(t, one_shot=True)
+    add_json_option(t, 'print {"version": VERSION}')
     t.add_argument("cmd", metavar="CMD", help="command, e.g. ADD")
     t.add_argument("data", metavar="DATA", help="config text, '-' (stdin) or '@FILE'")
     t.set_defaults(func=trigger_main)
@@ -131,90 +122,10 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
                 "version", metavar="VERSION", type=_version,
                 help="the version to republish: conf-<10 digits> or its number",
             )  # fmt: skip
-        if name in ("publish", "rollback"):
-            _add_wait_options(a)
         a.set_defaults(func=config_main)
 
 
-def _add_wait_options(parser: argparse._ActionsContainer) -> None:
-    parser.add_argument(
-        "--wait-applied", type=_positive_count, default=None, metavar="N",
-        help="then wait until N hosts report the new version (or a newer one) applied at "
-        "<path>-status; exit 1 naming the hosts behind after --wait-timeout",
-    )  # fmt: skip
-    parser.add_argument(
-        "--wait-timeout", type=float, default=60.0, metavar="SECONDS",
-        help="how long --wait-applied waits (default 60)",
-    )  # fmt: skip
-
-
-def _positive_count(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of hosts (1 or more)")
-    return int(text)
-
-
-async def wait_applied(
-    zk: aiocoord.Client, path: str, version: str, hosts: int
-) -> list[aiocoord.HostStatus]:
-    """Wait until ``hosts`` hosts report ``version`` (or a newer one) applied at
-    ``<path>-status``; their statuses. Bound it with ``anyio.fail_after``."""
-    board = aiocoord.StatusBoard(zk, f"{path.rstrip('/')}-status")
-    changed = [anyio.Event()]
-
-    def on_change(_event: aiocoord.WatchEvent) -> None:
-        changed[0].set()
-
-    # one watch for every status node: created, rewritten, deleted
-    await zk.add_watch(board.path, on_change, mode=aiocoord.WatchMode.PERSISTENT_RECURSIVE)
-    try:
-        while True:
-            changed[0] = anyio.Event()
-            applied = [s for s in await board.read() if _applied(s, version)]
-            if len(applied) >= hosts:
-                return applied
-            await changed[0].wait()
-    finally:
-        with (
-            anyio.CancelScope(shield=True),
-            anyio.move_on_after(2),
-            contextlib.suppress(aiocoord.CoordError),
-        ):
-            await zk.remove_watch(board.path, on_change)
-
-
-def _applied(status: aiocoord.HostStatus, version: str) -> bool:
-    # conf-<10 digits>: the larger name is the newer version. (A host whose status says it runs
-    # this one but failed a newer one has applied this one.)
-    return status.version is not None and status.version >= version
-
-
-async def _wait_applied_or_fail(
-    zk: aiocoord.Client, args: argparse.Namespace, version: str
-) -> list[str]:
-    """The hosts that applied ``version`` (--wait-applied of them); ``CommandError`` naming the
-    hosts behind after --wait-timeout."""
-    try:
-        with anyio.fail_after(args.wait_timeout):
-            applied = await wait_applied(zk, args.path, version, args.wait_applied)
-    except TimeoutError:
-        statuses = await aiocoord.StatusBoard(zk, f"{args.path.rstrip('/')}-status").read()
-        done = [s.host for s in statuses if _applied(s, version)]
-        behind = [
-            f"{s.host} (at {s.version}" + (f", failed: {s.error}" if s.error else "") + ")"
-            for s in statuses
-            if not _applied(s, version)
-        ]
-        raise CommandError(
-            f"{version} published, but {len(done)} of {args.wait_applied} hosts applied it within "
-            f"{args.wait_timeout:g}s; behind: {'; '.join(behind) or 'no other host reports'}"
-        ) from None
-    return [s.host for s in applied]
-
-
 def trigger_main(args: argparse.Namespace) -> int:
-    if args.wait_applied is not None and args.path is None:
-        raise UsageError("--wait-applied needs --path (where the hosts report)")
     try:
         host, port = parse_address(args.to)
     except ValueError as exc:
@@ -258,22 +169,10 @@ def trigger_main(args: argparse.Namespace) -> int:
             hint="is `aiocoord agent` running and leading?",
             status=2,
         ) from exc
-    if args.wait_applied is None:
-        if args.json:
-            print_json({"version": version})
-        else:
-            print(version)
-        return 0
-    if not args.json:
-        print(version, flush=True)
-
-    async def wait() -> list[str]:
-        async with session(args) as zk:
-            return await _wait_applied_or_fail(zk, args, version)
-
-    applied = aiocoord.run(wait) or []
     if args.json:
-        print_json({"version": version, "applied": applied})
+        print_json({"version": version})
+    else:
+        print(version)
     return 0
 
 
@@ -300,13 +199,10 @@ async def _config(args: argparse.Namespace, data: bytes) -> int:
                     f"no version {args.version} at {args.path}",
                     hint="`aiocoord config history` lists them",
                 ) from exc
-            if not args.json:
-                print(name, flush=True)
-            applied = None
-            if args.wait_applied is not None:
-                applied = await _wait_applied_or_fail(zk, args, name)
             if args.json:
-                print_json({"version": name, **({"applied": applied} if applied else {})})
+                print_json({"version": name})
+            else:
+                print(name)
         elif args.action == "current":
             current = await store.current()
             if current is None:
