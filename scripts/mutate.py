@@ -1767,6 +1767,20 @@ M = [
         "                hold._scope = None",
         [S + "test_lock_cmd.py::test_the_command_is_stopped_when_the_lock_is_lost"],
     ),
+    (
+        "lock: a deleted lock path fails its waiters",
+        "aiocoord/recipes/lock.py",
+        "                except NoNode:\n                    children = []",
+        "                except NoNode:\n                    raise",
+        [R + "test_lock.py::test_a_waiter_outlives_the_deletion_of_the_lock_path"],
+    ),
+    (
+        "guard: no node check (a resumed paused holder)",
+        "aiocoord/recipes/_session.py",
+        "results = await self._client.multi([Op.check(self.path, self._version), *ops])",
+        "results = [None, *await self._client.multi([*ops])]",
+        [R + "test_lock.py::test_a_sigstopped_holder_past_its_timeout_is_fenced_when_it_resumes"],
+    ),
 ]
 
 

@@ -293,8 +293,11 @@ class Lock(_Holder):
                 await client.wait_connected()
                 node = await self._ensure_node()
                 name = node.rsplit("/", 1)[1]
-                children = await client.children(self.path)
-                if name not in children:
+                try:
+                    children = await client.children(self.path)
+                except NoNode:
+                    children = []  # the lock's path deleted (our node with it): as kazoo does,
+                if name not in children:  # contend again on a new one
                     self._node = None  # deleted under us (or its session lost): create again
                     continue
                 ahead = predecessor(name, children, self.node_name, self.conflicts)

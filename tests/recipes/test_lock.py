@@ -5,6 +5,7 @@ holder, session expiry, cancellation and a lost create reply."""
 from __future__ import annotations
 
 import re
+import signal
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -227,6 +228,82 @@ async def test_kill_9_of_the_holder_hands_over_after_the_session_timeout(
                 proc.kill()
             await proc.wait()
     assert took < timeout + 0.2 + 1  # session timeout + a server tick + 1 s
+
+
+@asynccontextmanager
+async def holder_process(
+    zk_server: ZooKeeperServer, zk: Client, path: str, *extra: str
+) -> AsyncIterator[anyio.abc.Process]:
+    """lock_process.py holding ``path`` (2 s session), once it says it holds it."""
+    cmd = [sys.executable, str(LOCK_PROCESS), zk_server.hosts, zk.namespace, path, "2", "p"]
+    async with await anyio.open_process([*cmd, *extra]) as proc:
+        try:
+            assert proc.stdout is not None
+            assert (await read_line(proc.stdout, 20)).startswith("held")
+            yield proc
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+            await proc.wait()
+
+
+async def test_a_sigstopped_holder_past_its_timeout_is_fenced_when_it_resumes(
+    zk: Client, zk_server: ZooKeeperServer
+) -> None:
+    await zk.create("/fenced", b"")
+    async with holder_process(zk_server, zk, "/lock", "0", "/fenced") as proc:
+        assert proc.stdout is not None
+        await eventually_async(lambda: fenced_is(zk, b"p"), 10)
+        waiter = Lock(zk, "/lock", "next")
+        proc.send_signal(signal.SIGSTOP)
+        try:
+            hold = await waiter.acquire(timeout=15)  # the paused holder's session expired
+            await hold.guard([Op.set_data("/fenced", b"next")])
+        finally:
+            proc.send_signal(signal.SIGCONT)
+        # resumed: its block is cancelled, and a write it still makes through the hold is refused
+        assert (await read_line(proc.stdout, 15)).startswith("lost")
+        assert (await read_line(proc.stdout, 15)).strip() == "late write refused"
+        assert await fenced_is(zk, b"next") and waiter.held
+        await waiter.release()
+
+
+async def test_kill_9_of_a_semaphore_lease_holder_frees_its_lease(
+    zk: Client, zk_server: ZooKeeperServer
+) -> None:
+    async with holder_process(zk_server, zk, "/sem", "1") as proc:
+        assert await zk.children("/sem") != []
+        waiter = Semaphore(zk, "/sem", "next", max_leases=1)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(waiter.acquire)
+            await settle(zk)
+            await holds(lambda: not waiter.held)
+            proc.kill()
+            await eventually(lambda: waiter.held, 15)
+        assert await waiter.lease_holders() == ["next"]
+        await waiter.release()
+    assert await zk.children("/sem") == []
+
+
+async def test_a_waiter_outlives_the_deletion_of_the_lock_path(zk: Client) -> None:
+    """An operator removes the whole lock path (holder's node included) while one waits: the
+    waiter contends again on a new path, as kazoo's does, and is not failed with NoNode."""
+    holder = Lock(zk, "/locks/db", "holder")
+    await holder.acquire()
+    waiter = Lock(zk, "/locks/db", "waiter")
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(waiter.acquire)
+        await eventually(lambda: waiter.node is not None, 5)
+        kids = await zk.children("/locks/db")  # at once (a recursive delete is not atomic)
+        await zk.multi([*(Op.delete(f"/locks/db/{k}") for k in kids), Op.delete("/locks/db")])
+        await eventually(lambda: waiter.held, 10)
+    assert await waiter.contenders() == ["waiter"]
+    await waiter.release()
+    await holder.release()
+
+
+async def fenced_is(zk: Client, data: bytes) -> bool:
+    return (await zk.get("/fenced"))[0] == data
 
 
 # -- kazoo interop -------------------------------------------------------------------------
