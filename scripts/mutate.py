@@ -1781,6 +1781,13 @@ M = [
         "results = [None, *await self._client.multi([*ops])]",
         [R + "test_lock.py::test_a_sigstopped_holder_past_its_timeout_is_fenced_when_it_resumes"],
     ),
+    (
+        "lock: a release reported as a loss",
+        "aiocoord/recipes/_session.py",
+        '        if self.lost is None:\n            self.lost = "released"\n        self._scope = None',
+        "        self._scope = None",
+        [R + "test_lock.py::test_layout_token_contenders_and_release"],
+    ),
 ]
 
 

@@ -191,6 +191,13 @@ class Fenced:
         if self._scope is not None:
             self._scope.cancel()
 
+    def _release(self) -> None:
+        """Ended by its holder, who deletes the node next: the watch firing on that delete is
+        expected, not a loss (so no round trip to remove the watch before the delete)."""
+        if self.lost is None:
+            self.lost = "released"
+        self._scope = None
+
     def _on_node_event(self, event: WatchEvent) -> None:
         # deleted, rewritten, or its session gone: guard() would fail from now on
         self._end(f"node {self.path}: {event.type.name} ({event.state.name})")

@@ -167,14 +167,10 @@ class _Holder:
         """Release at once (the node is deleted; owed to the session when the reply is lost).
         A no-op when not held."""
         hold, self._hold = self._hold, None
+        if hold is not None:
+            self._client.remove_listener(self._on_session)
+            hold._release()  # its watch fires on the delete: no round trip to remove it first
         with anyio.CancelScope(shield=True):
-            if hold is not None:
-                self._client.remove_listener(self._on_session)
-                with (
-                    contextlib.suppress(CoordError),
-                    anyio.move_on_after(self._client.negotiated_timeout),
-                ):
-                    await self._client.remove_watch(hold.path, hold._on_node_event)
             await self._withdraw()
         self._busy = False
 
@@ -200,9 +196,10 @@ class _Holder:
                     scope.cancel()
                 yield hold
         finally:
+            lost = hold.lost
             await self.release()
-        if hold.lost is not None:
-            raise LockLost(hold.lost)
+        if lost is not None:
+            raise LockLost(lost)
 
     async def __aenter__(self) -> LockHold:
         """Acquire; the block runs while held and is cancelled when the hold ends (then

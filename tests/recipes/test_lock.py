@@ -58,7 +58,9 @@ def test_predecessor_is_the_nearest_conflicting_node_ahead() -> None:
 
 
 # -- Lock ----------------------------------------------------------------------------------
-async def test_layout_token_contenders_and_release(zk: Client) -> None:
+async def test_layout_token_contenders_and_release(
+    zk: Client, caplog: pytest.LogCaptureFixture
+) -> None:
     lock = Lock(zk, "/locks/db", "me")
     hold = await lock.acquire()
     (name,) = await zk.children("/locks/db")
@@ -71,6 +73,9 @@ async def test_layout_token_contenders_and_release(zk: Client) -> None:
     async with lock as again:
         assert again.token.czxid > hold.token.czxid
     assert await zk.children("/locks/db") == []
+    # a release is not a loss: the watch the delete fires is expected, not reported
+    assert hold.lost == again.lost == "released"
+    assert not [r for r in caplog.records if r.levelname == "WARNING"], caplog.text
 
 
 class Holder:
