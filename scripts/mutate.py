@@ -1788,6 +1788,47 @@ M = [
         "        self._scope = None",
         [R + "test_lock.py::test_layout_token_contenders_and_release"],
     ),
+    (
+        "wait_applied: a failed apply counted",
+        "aiocoord/recipes/config/status.py",
+        "    if not status.ok or status.version is None:",
+        "    if status.version is None:",
+        [R + "test_config.py::test_wait_applied_counts_hosts_on_the_version_or_a_newer_one"],
+    ),
+    (
+        "wait_applied: a newer version not counted",
+        "aiocoord/recipes/config/status.py",
+        "    return mine >= wanted",
+        "    return mine == wanted",
+        [R + "test_config.py::test_wait_applied_counts_hosts_on_the_version_or_a_newer_one"],
+    ),
+    (
+        "wait_applied: watches left behind",
+        "aiocoord/recipes/config/status.py",
+        "                            await client.remove_watch(path, wakeup.watch)",
+        "                            pass",
+        [R + "test_config.py::test_wait_applied_counts_hosts_on_the_version_or_a_newer_one"],
+    ),
+    (
+        "--wait-applied: hosts behind not named",
+        "services/config_cmd.py",
+        "        for s in aiocoord.StatusBoard.behind(statuses, version)",
+        "        for s in []",
+        [
+            S
+            + "test_config_services.py::test_wait_applied_waits_for_the_hosts_and_names_those_behind"
+        ],
+    ),
+    (
+        "--wait-applied: trigger without --path",
+        "services/config_cmd.py",
+        "    if args.wait_applied is not None and args.path is None:",
+        "    if False:",
+        [
+            S
+            + "test_config_services.py::test_wait_applied_waits_for_the_hosts_and_names_those_behind"
+        ],
+    ),
 ]
 
 
