@@ -409,7 +409,9 @@ class Semaphore(_Holder):
         while gate.held:
             changed = Wakeup()
             leases = await client.children(self.path, watch=changed.watch)
-            if len(leases) < self.max_leases:
+            # our own lease there: made in an earlier round whose gate hold ended (a blip)
+            # before it was taken; it must not count against us (with one lease: forever)
+            if self._lease.rsplit("/", 1)[1] in leases or len(leases) < self.max_leases:
                 with contextlib.suppress(CoordError):
                     await client.remove_watch(self.path, changed.watch)
                 with anyio.CancelScope(shield=True):  # a node made is a node we know to delete

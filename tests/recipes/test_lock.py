@@ -4,6 +4,7 @@ holder, session expiry, cancellation and a lost create reply."""
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import sys
@@ -11,6 +12,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -29,11 +31,14 @@ from aiocoord import (
     WriteLock,
 )
 from aiocoord.recipes.lock import predecessor
-from aiocoord.testing import ZooKeeperServer, expire_session
+from aiocoord.testing import TcpProxy, ZooKeeperServer, expire_session
 from tests.helpers import count_is, eventually, eventually_async, holds, read_line
 from tests.transport.test_protected_create import lose_reply, through_proxy
 
 LOCK_PROCESS = Path(__file__).with_name("lock_process.py")
+#: the holder processes import the tree under test (a worktree, make mutate's copy), not the
+#: installed one
+ENV = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
 NODE = re.compile(r"^_c_[0-9a-f-]{36}-__lock__\d{10}$")
 
 
@@ -213,7 +218,7 @@ async def test_kill_9_of_the_holder_hands_over_after_the_session_timeout(
 ) -> None:
     timeout = 2.0
     cmd = [sys.executable, str(LOCK_PROCESS), zk_server.hosts, zk.namespace, "/lock", "2", "p"]
-    async with await anyio.open_process(cmd) as proc:
+    async with await anyio.open_process(cmd, env=ENV) as proc:
         try:
             assert proc.stdout is not None
             assert (await read_line(proc.stdout, 20)).startswith("held")
@@ -241,7 +246,7 @@ async def holder_process(
 ) -> AsyncIterator[anyio.abc.Process]:
     """lock_process.py holding ``path`` (2 s session), once it says it holds it."""
     cmd = [sys.executable, str(LOCK_PROCESS), zk_server.hosts, zk.namespace, path, "2", "p"]
-    async with await anyio.open_process([*cmd, *extra]) as proc:
+    async with await anyio.open_process([*cmd, *extra], env=ENV) as proc:
         try:
             assert proc.stdout is not None
             assert (await read_line(proc.stdout, 20)).startswith("held")
@@ -287,6 +292,42 @@ async def test_kill_9_of_a_semaphore_lease_holder_frees_its_lease(
             await eventually(lambda: waiter.held, 15)
         assert await waiter.lease_holders() == ["next"]
         await waiter.release()
+    assert await zk.children("/sem") == []
+
+
+class _LosesTheLeaseReply(Client):
+    """A client whose replies are held back from the moment it first creates a lease node."""
+
+    proxy: TcpProxy
+    stalled = False
+
+    async def create(self, path: str, data: bytes = b"", **kwargs: Any) -> str:
+        if path.startswith("/sem/") and not self.stalled:
+            self.stalled = True
+            self.proxy.stall_replies()
+        return await super().create(path, data, **kwargs)
+
+
+async def test_a_lost_lease_create_reply_leaves_one_lease(
+    zk_server: ZooKeeperServer, namespace: str, zk: Client
+) -> None:
+    with TcpProxy.to(zk_server.hosts) as proxy:
+        client = _LosesTheLeaseReply(proxy.address, namespace=namespace, session_timeout=20)
+        client.proxy = proxy
+        async with client:
+            # one lease: the one it made itself must not count against it when it goes on
+            # after the gate's hold ended with the connection
+            sem = Semaphore(client, "/sem", "blip", max_leases=1)
+            session = client.session_id
+            with anyio.fail_after(30):
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(sem.acquire)
+                    await eventually_async(count_is(zk, "/sem", 1), 10)
+                    proxy.cut()  # the lease was made; its reply is lost with the connection
+                    proxy.resume()
+            assert sem.held and client.session_id == session
+            assert await sem.lease_holders() == ["blip"]  # adopted, not made twice
+            await sem.release()
     assert await zk.children("/sem") == []
 
 
