@@ -143,19 +143,37 @@ async def test_a_deep_subtree_is_mirrored_with_its_events_in_order(zk: Client) -
         await converged(cache, zk)
 
 
-async def test_a_burst_leaves_one_event_per_node_with_the_newest_data(zk: Client) -> None:
+async def test_a_reader_behind_gets_one_event_per_node_saying_where_it_stands(
+    zk: Client,
+) -> None:
     await zk.create(f"{TOP}/x", b"start", makepath=True)
+    await zk.create(f"{TOP}/y", b"y")
+
+    def data(path: str) -> bytes | None:
+        node = cache.get(path)
+        return None if node is None else node[0]
+
     async with TreeCache(zk, TOP) as cache:
         await events_until(cache, TreeEvent(TreeEventType.INITIALIZED, TOP))
+        # the reader takes nothing meanwhile:
         await pipelined([lambda i=i: zk.set(f"{TOP}/x", b"%d" % i) for i in range(200)])  # type: ignore[misc]
-        await zk.create(f"{TOP}/brief")  # added and removed before the reader looks: nothing
+        await eventually(lambda: data(f"{TOP}/x") == b"199", 15)
+        await zk.create(f"{TOP}/brief")  # added, then removed: nothing to tell
+        await eventually(lambda: data(f"{TOP}/brief") is not None, 15)
         await zk.delete(f"{TOP}/brief")
+        await eventually(lambda: data(f"{TOP}/brief") is None, 15)
+        await zk.delete(f"{TOP}/y")  # removed, then added: the node the reader has changed
+        await eventually(lambda: data(f"{TOP}/y") is None, 15)
+        await zk.create(f"{TOP}/y", b"again")
+        await eventually(lambda: data(f"{TOP}/y") == b"again", 15)
         await zk.create(f"{TOP}/marker")
-        await eventually(lambda: cache.get(f"{TOP}/marker") is not None, 15)
-        await converged(cache, zk)
         seen = await events_until(cache, TreeEvent(ADDED, f"{TOP}/marker"))
-        assert kinds(seen) == [("NODE_UPDATED", f"{TOP}/x"), ("NODE_ADDED", f"{TOP}/marker")]
-        assert seen[0].data == b"199"
+        assert kinds(seen) == [
+            ("NODE_UPDATED", f"{TOP}/x"),
+            ("NODE_UPDATED", f"{TOP}/y"),
+            ("NODE_ADDED", f"{TOP}/marker"),
+        ]
+        assert [e.data for e in seen[:2]] == [b"199", b"again"]
 
 
 async def change_the_tree(zk: Client) -> None:
