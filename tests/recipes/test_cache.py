@@ -1,7 +1,8 @@
 """TreeCache against a real ZooKeeper: a deep subtree mirrored, events in order, a burst
 coalesced per node, convergence after a cut connection, a lost session and a server-side expiry
 (nodes deleted, re-created with other data, added meanwhile), the subtree root deleted and
-re-created, and no watch left behind when the block is left."""
+re-created, no watch left behind when the block is left, and the same view as kazoo's TreeCache
+of a tree kazoo writes."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import anyio
+from kazoo.client import KazooClient
+from kazoo.recipe.cache import TreeCache as KazooTreeCache
 
 from aiocoord import Client, SessionState, TreeCache, TreeEvent, TreeEventType
 from aiocoord.recipes._session import pipelined
@@ -319,3 +322,43 @@ async def test_leaving_the_block_leaves_no_watch_behind(
             pass
         with anyio.fail_after(5):
             assert len([e async for e in cache]) == 7  # what was queued, then the end
+
+
+async def test_it_agrees_with_kazoos_tree_cache_on_a_tree_kazoo_writes(
+    zk_server: ZooKeeperServer, namespace: str, zk: Client
+) -> None:
+    kazoo = KazooClient(hosts=zk_server.hosts + namespace)
+    kazoo.start(timeout=10)
+    theirs = KazooTreeCache(kazoo, TOP)
+    try:
+        await anyio.to_thread.run_sync(lambda: kazoo.ensure_path(f"{TOP}/k"))
+        theirs.start()
+        async with TreeCache(zk, TOP) as cache:
+
+            def write() -> None:
+                kazoo.create(f"{TOP}/k/a/b", b"ab", makepath=True)
+                kazoo.set(f"{TOP}/k", b"k2")
+                kazoo.create(f"{TOP}/z", b"z")
+                kazoo.delete(f"{TOP}/k/a", recursive=True)
+                kazoo.create(f"{TOP}/k/c", b"c")
+
+            await anyio.to_thread.run_sync(write)
+            await converged(cache, zk)
+
+            def kazoos_view() -> Tree:
+                view: Tree = {}
+                todo = [TOP]
+                while todo:
+                    path = todo.pop()
+                    node, kids = theirs.get_data(path), theirs.get_children(path)
+                    if node is None or kids is None:
+                        continue
+                    view[path] = (node.data, node.stat.czxid, node.stat.mzxid, sorted(kids))
+                    todo += [f"{path}/{k}" for k in kids]
+                return view
+
+            await eventually(lambda: kazoos_view() == mirrored(cache), 15)
+    finally:
+        theirs.close()
+        kazoo.stop()
+        kazoo.close()
