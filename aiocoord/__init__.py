@@ -7,6 +7,7 @@ Everything public is importable from here (and test helpers from ``aiocoord.test
 """
 
 from ._run import run
+from .recipes.cache import TreeCache, TreeEvent, TreeEventType
 from .recipes.config import (
     ConfigFeed,
     ConfigStore,
@@ -61,6 +62,7 @@ from .recipes.tasks import (
     UnknownTask,
     Worker,
 )
+from .recipes.watchers import ChildrenWatch, DataWatch
 from .transport.client import MAX_PACKET, Client, SessionFeed, Watcher
 from .transport.codec import DecodeError
 from .transport.errors import (
@@ -129,6 +131,7 @@ __all__ = [
     "CREATOR_ALL_ACL",
     "Candidate",
     "CheckResult",
+    "ChildrenWatch",
     "Client",
     "ClientClosed",
     "ConfigFeed",
@@ -138,6 +141,7 @@ __all__ = [
     "ConnectionLoss",
     "CoordError",
     "CreateResult",
+    "DataWatch",
     "DeadTask",
     "DecodeError",
     "DeleteResult",
@@ -202,6 +206,9 @@ __all__ = [
     "TaskQueue",
     "TaskState",
     "Term",
+    "TreeCache",
+    "TreeEvent",
+    "TreeEventType",
     "TriggerClient",
     "TriggerError",
     "TriggerHandler",
