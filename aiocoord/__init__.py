@@ -47,6 +47,8 @@ from .recipes.lock import (
     Semaphore,
     WriteLock,
 )
+from .recipes.partitioner import Allocation, SetPartitioner
+from .recipes.party import Membership, Party, PartyFeed, ShallowParty
 from .recipes.tasks import (
     DeadTask,
     Dispatcher,
@@ -122,6 +124,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ACL",
+    "Allocation",
     "ApiError",
     "AuthFailed",
     "BadArguments",
@@ -157,6 +160,7 @@ __all__ = [
     "LockLost",
     "MAX_PACKET",
     "MaxLeasesMismatch",
+    "Membership",
     "MultiFailed",
     "NoAuth",
     "NoChildrenForEphemerals",
@@ -169,6 +173,8 @@ __all__ = [
     "Op",
     "OpResult",
     "OperationTimeout",
+    "Party",
+    "PartyFeed",
     "PayloadTooLarge",
     "Perm",
     "ProtocolError",
@@ -190,6 +196,8 @@ __all__ = [
     "SessionMoved",
     "SessionState",
     "SetDataResult",
+    "SetPartitioner",
+    "ShallowParty",
     "StatusBoard",
     "Strategy",
     "SystemZooKeeperError",
