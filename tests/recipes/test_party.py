@@ -4,6 +4,7 @@ leaving on cancellation and a lost create reply."""
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -81,7 +82,7 @@ async def test_the_feed_follows_the_members(zk: Client) -> None:
             tg.cancel_scope.cancel()
         # latest wins: each value differs from the one before it, and the last is the newest
         assert seen[0] == [] and seen[-1] == [] and ["a", "b"] in seen
-        assert all(x != y for x, y in zip(seen, seen[1:], strict=False))
+        assert all(x != y for x, y in itertools.pairwise(seen))
 
 
 async def test_kazoo_and_aiocoord_members_share_a_party(
