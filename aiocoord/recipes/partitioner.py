@@ -46,10 +46,9 @@ import anyio.abc
 from ..transport.client import Client
 from ..transport.errors import CoordError
 from ..transport.paths import validate_path
-from ..transport.types import SessionEvent, SessionState
-from ._session import RETRYABLE, Latest, Wakeup, listening
+from ._session import RETRYABLE, Latest, Wakeup
 from .lock import Lock, LockHold
-from .party import Membership, ShallowParty
+from .party import ShallowParty
 
 __all__ = ["Allocation", "SetPartitioner", "partition"]
 
@@ -167,8 +166,6 @@ class SetPartitioner:
         self._latest: Latest[Allocation | None] = Latest(None)
         self._taken: Allocation | None = None
         self._locks: list[Lock] = []
-        self._changed = Wakeup()
-        self._why = ""
         self._entered: AbstractAsyncContextManager[SetPartitioner] | None = None
         #: how many allocations were handed out (diagnostics)
         self.allocations = 0
@@ -229,19 +226,13 @@ class SetPartitioner:
                 tg.cancel_scope.cancel()
 
     # -- the member's side ---------------------------------------------------------------------
-    def _on_session(self, event: SessionEvent) -> None:
-        if event.state in (SessionState.SUSPENDED, SessionState.LOST, SessionState.CLOSED):
-            self._why = f"session {event.state.value}"
-            self._changed.set()
-
     async def _run(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
-        with listening(self._client, self._on_session):
-            async with self._party.join() as membership:
-                task_status.started()
-                while True:
-                    await self._allocate(membership)
+        async with self._party.join():
+            task_status.started()
+            while True:
+                await self._allocate()
 
-    async def _allocate(self, membership: Membership) -> None:
+    async def _allocate(self) -> None:
         """One round: settle, divide, take the locks, hand out the allocation, revoke it on a
         change, release."""
         allocation = None
@@ -274,10 +265,7 @@ class SetPartitioner:
         client = self._client
         while True:
             await client.wait_connected()
-            changed = self._changed = Wakeup()
-            self._why = "the party changed"
-            if not client.state.live:  # (changed before the wakeup was there: not missed)
-                continue
+            changed = Wakeup()  # (a lost session fires it too: it ends every watch)
             snapshot = await self._party._snapshot(watch=changed.watch)
             names = [name for name, _ in snapshot]
             if self._party.name in names:
@@ -319,7 +307,8 @@ class SetPartitioner:
         return {item: holds[item] for item in items}
 
     async def _wait_change(self, holds: Mapping[str, LockHold], changed: Wakeup) -> str:
-        """Why the allocation ends: the party changed, the session went, a lock's node went."""
+        """Why the allocation ends: the party changed, or a hold ended (the session suspended or
+        lost, a lock's node deleted)."""
         with anyio.CancelScope() as scope:
             for hold in holds.values():
                 hold._scope = scope  # a hold that ends (its node gone) ends the wait
@@ -327,9 +316,7 @@ class SetPartitioner:
                     scope.cancel()
             await changed.wait()
         lost = [hold.lost for hold in holds.values() if hold.lost is not None]
-        if lost and not changed.is_set():
-            return f"lock lost: {lost[0]}"
-        return self._why
+        return f"lock lost: {lost[0]}" if lost and not changed.is_set() else "the party changed"
 
     async def _release(self) -> None:
         locks, self._locks = self._locks, []

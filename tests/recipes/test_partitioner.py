@@ -363,3 +363,20 @@ async def test_a_lost_create_reply_leaves_no_orphan(
 def test_bad_items_are_refused(bad: str) -> None:
     with pytest.raises(ValueError, match="node name"):
         SetPartitioner(None, "/work", [bad])  # type: ignore[arg-type]
+
+
+async def test_a_suspended_member_gives_up_its_items_and_allocates_again(
+    zk_server: ZooKeeperServer, namespace: str
+) -> None:
+    async with through_proxy(zk_server, namespace) as (proxy, client):
+        async with SetPartitioner(client, "/work", ITEMS, "m", time_boundary=0.1) as part:
+            first = await part.__anext__()
+            with anyio.fail_after(20):
+                with first:  # cancelled: the member cannot know it still holds its locks
+                    proxy.cut()
+                    await anyio.sleep_forever()
+                second = await part.__anext__()
+            assert first.revoked is not None and "suspended" in first.revoked
+            assert second.items == tuple(ITEMS) and second.revoked is None
+            for item in ITEMS:  # held again: new lock nodes
+                assert second.holds[item].token.czxid > first.holds[item].token.czxid
