@@ -368,15 +368,36 @@ def test_bad_items_are_refused(bad: str) -> None:
 async def test_a_suspended_member_gives_up_its_items_and_allocates_again(
     zk_server: ZooKeeperServer, namespace: str
 ) -> None:
-    async with through_proxy(zk_server, namespace) as (proxy, client):
-        async with SetPartitioner(client, "/work", ITEMS, "m", time_boundary=0.1) as part:
-            first = await part.__anext__()
-            with anyio.fail_after(20):
-                with first:  # cancelled: the member cannot know it still holds its locks
-                    proxy.cut()
-                    await anyio.sleep_forever()
-                second = await part.__anext__()
-            assert first.revoked is not None and "suspended" in first.revoked
-            assert second.items == tuple(ITEMS) and second.revoked is None
-            for item in ITEMS:  # held again: new lock nodes
-                assert second.holds[item].token.czxid > first.holds[item].token.czxid
+    async with (
+        through_proxy(zk_server, namespace) as (proxy, client),
+        SetPartitioner(client, "/work", ITEMS, "m", time_boundary=0.1) as part,
+    ):
+        first = await part.__anext__()
+        with anyio.fail_after(20):
+            with first:  # cancelled: the member cannot know it still holds its locks
+                proxy.cut()
+                await anyio.sleep_forever()
+            second = await part.__anext__()
+        assert first.revoked is not None and "suspended" in first.revoked
+        assert second.items == tuple(ITEMS) and second.revoked is None
+        for item in ITEMS:  # held again: new lock nodes
+            assert second.holds[item].token.czxid > first.holds[item].token.czxid
+
+
+async def test_a_party_change_while_waiting_for_locks_gives_them_up(
+    zk_server: ZooKeeperServer, namespace: str, zk: Client
+) -> None:
+    history = History()
+    holder = SetPartitioner(zk, "/work", ["a", "b"], "m1", time_boundary=0.1)
+    async with holder:
+        first = await holder.__anext__()  # taken and never let go: m1 keeps a and b
+        assert first.items == ("a", "b")
+        kwargs: dict[str, object] = {"items": ["a", "b"], "boundary": 0.1}
+        async with members(zk_server.hosts, namespace, ["m2"], history, **kwargs) as (m2,):
+            await eventually_count(zk, "/work/locks/b", 2)  # m2 queues for b (m1: a, m2: b)
+            async with members(zk_server.hosts, namespace, ["m0"], history, **kwargs):
+                # m0: a, m1: b, m2: nothing. m2 leaves b's queue and takes its empty share,
+                # though m1 still holds everything
+                await eventually(lambda: m2.current == (), 20)
+                await eventually_count(zk, "/work/locks/b", 1)
+    assert history.overlaps == []
