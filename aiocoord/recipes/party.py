@@ -135,15 +135,11 @@ class PartyFeed:
     def _ask(self, *_: object) -> None:
         self._asked.publish(self._asked.value + 1)
 
-    def _on_session(self, event: SessionEvent) -> None:
-        if event.state in (SessionState.RECONNECTED, SessionState.LOST):
-            self._ask()
-
     async def _run(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
         client = self._party._client
         asked = 0
         started = False
-        with listening(client, self._on_session), contextlib.suppress(ClientClosed):
+        with contextlib.suppress(ClientClosed):
             while True:
                 asked = self._asked.value
                 try:

@@ -13,7 +13,7 @@ import anyio
 import pytest
 from kazoo.client import KazooClient
 
-from aiocoord import Client, Party, ShallowParty
+from aiocoord import Client, Party, SessionState, ShallowParty
 from aiocoord.testing import ZooKeeperServer, expire_session
 from tests.helpers import count_is, eventually, eventually_async
 from tests.transport.test_protected_create import lose_reply, through_proxy
@@ -152,3 +152,22 @@ async def test_a_lost_create_reply_leaves_no_orphan(
         assert client.session_id == session and outcome.error is None
         assert outcome.value == (True, [party.name])  # adopted: the one node, ours
         await eventually_async(count_is(zk, "/party", 0, exactly=True), 10)
+
+
+async def test_the_feed_catches_up_after_a_blip_and_an_expiry(
+    zk_server: ZooKeeperServer, namespace: str, zk: Client
+) -> None:
+    async with (
+        through_proxy(zk_server, namespace) as (proxy, client),
+        Party(client, "/feed").watch() as feed,
+    ):
+        proxy.refuse()
+        proxy.cut()
+        await eventually(lambda: client.state is SessionState.SUSPENDED, 10)
+        async with Party(zk, "/feed", "b").join():  # joins while the watcher is away
+            proxy.accept()
+            await eventually(lambda: feed.members == ["b"], 20)
+        await eventually(lambda: feed.members == [], 20)
+        await expire_session(client)
+        async with Party(zk, "/feed", "c").join():  # the watches of the lost session are gone
+            await eventually(lambda: feed.members == ["c"], 20)
