@@ -21,13 +21,14 @@ members at once: not by their locks, and not by their users' work.
 
 SUSPENDED: the allocation is revoked (this member cannot know it still holds its locks) and the
 locks released (their deletes owed until the session is back); a new allocation is made once
-connected. LOST: the same; the locks and the party node went with the session, the member joins
-again on the new session. The user's work on an allocation may outlive its locks by a
-scheduling step, or longer when not run under ``with allocation:``: writes that must not happen
-then go through ``allocation.holds[item].guard(ops)`` (refused with ``LockLost`` once that lock's
-node is gone, e.g. on a member paused past its session timeout). Cancellation while allocating
-withdraws every lock node at once; leaving the ``async with`` releases everything and leaves the
-party.
+connected (an allocation of no items holds nothing: it stands). LOST: the same; the locks and
+the party node went with the session, the member joins again on the new session.
+
+The user's work on an allocation may outlive its locks by a scheduling step, or longer when not
+run under ``with allocation:``: writes that must not happen then go through
+``allocation.holds[item].guard(ops)`` (refused with ``LockLost`` once that lock's node is gone,
+e.g. on a member paused past its session timeout). Cancellation while allocating withdraws every
+lock node at once; leaving the ``async with`` releases everything and leaves the party.
 """
 
 from __future__ import annotations
@@ -44,7 +45,6 @@ import anyio
 import anyio.abc
 
 from ..transport.client import Client
-from ..transport.errors import CoordError
 from ..transport.paths import validate_path
 from ._session import RETRYABLE, Latest, Wakeup
 from .lock import Lock, LockHold
@@ -275,11 +275,6 @@ class SetPartitioner:
                 await changed.wait()
             if not changed.is_set():
                 return [identifier for _, identifier in snapshot], changed
-            await self._forget(changed)
-
-    async def _forget(self, changed: Wakeup) -> None:
-        with contextlib.suppress(CoordError), anyio.move_on_after(self._client.negotiated_timeout):
-            await self._client.remove_watch(self._party.path, changed.watch)
 
     async def _acquire(self, items: Sequence[str], changed: Wakeup) -> dict[str, LockHold] | None:
         """Take the lock of every item (at once); None when the party changed first."""
