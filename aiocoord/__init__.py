@@ -48,6 +48,8 @@ from .recipes.lock import (
     Semaphore,
     WriteLock,
 )
+from .recipes.partitioner import Allocation, SetPartitioner
+from .recipes.party import Membership, Party, PartyFeed, ShallowParty
 from .recipes.tasks import (
     DeadTask,
     Dispatcher,
@@ -124,6 +126,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ACL",
+    "Allocation",
     "ApiError",
     "AuthFailed",
     "BadArguments",
@@ -161,6 +164,7 @@ __all__ = [
     "LockLost",
     "MAX_PACKET",
     "MaxLeasesMismatch",
+    "Membership",
     "MultiFailed",
     "NoAuth",
     "NoChildrenForEphemerals",
@@ -173,6 +177,8 @@ __all__ = [
     "Op",
     "OpResult",
     "OperationTimeout",
+    "Party",
+    "PartyFeed",
     "PayloadTooLarge",
     "Perm",
     "ProtocolError",
@@ -194,6 +200,8 @@ __all__ = [
     "SessionMoved",
     "SessionState",
     "SetDataResult",
+    "SetPartitioner",
+    "ShallowParty",
     "StatusBoard",
     "Strategy",
     "SystemZooKeeperError",
