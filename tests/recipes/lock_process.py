@@ -33,7 +33,10 @@ async def main(
                 print(f"held {hold.token.czxid}", flush=True)
                 while True:
                     if fenced:
-                        await hold.guard([aiocoord.Op.set_data(fenced, identifier.encode())])
+                        try:
+                            await hold.guard([aiocoord.Op.set_data(fenced, identifier.encode())])
+                        except (aiocoord.ConnectionLoss, aiocoord.RequestTimeout):
+                            pass  # outcome unknown; the block is cancelled if the hold ended
                     await anyio.sleep(0.05)
         except aiocoord.LockLost as exc:
             print(f"lost {exc}", flush=True)

@@ -246,7 +246,7 @@ async def holder_process(
 ) -> AsyncIterator[anyio.abc.Process]:
     """lock_process.py holding ``path`` (2 s session), once it says it holds it."""
     cmd = [sys.executable, str(LOCK_PROCESS), zk_server.hosts, zk.namespace, path, "2", "p"]
-    async with await anyio.open_process([*cmd, *extra], env=ENV) as proc:
+    async with await anyio.open_process([*cmd, *extra], env=ENV, stderr=None) as proc:
         try:
             assert proc.stdout is not None
             assert (await read_line(proc.stdout, 20)).startswith("held")
