@@ -1836,6 +1836,190 @@ M = [
         "            if len(leases) < self.max_leases:",
         [R + "test_lock.py::test_a_lost_lease_create_reply_leaves_one_lease"],
     ),
+    (
+        "rereads: no re-read after RECONNECTED",
+        "aiocoord/recipes/_session.py",
+        "        if event.state in (SessionState.RECONNECTED, SessionState.CONNECTED):\n            self._ask()",
+        "        if event.state in (SessionState.CONNECTED,):\n            self._ask()",
+        ["tests/recipes/test_watchers.py::test_reconnect_rereads_and_clears_stale"],
+    ),
+    (
+        "rereads: no re-watch after LOST",
+        "aiocoord/recipes/_session.py",
+        "        if event.state in (SessionState.RECONNECTED, SessionState.CONNECTED):\n            self._ask()",
+        "        if event.state in (SessionState.RECONNECTED,):\n            self._ask()",
+        [
+            "tests/recipes/test_watchers.py::test_server_side_expiry_rewatches_on_the_new_session",
+            "tests/recipes/test_watchers.py::test_a_node_deleted_and_recreated_while_the_session_was_lost_is_seen",
+        ],
+    ),
+    (
+        "rereads: never stale",
+        "aiocoord/recipes/_session.py",
+        "            self.stale = True",
+        "            pass",
+        ["tests/recipes/test_watchers.py::test_reconnect_rereads_and_clears_stale"],
+    ),
+    (
+        "rereads: watch left after the block",
+        "aiocoord/recipes/_session.py",
+        "            await self._client.remove_watch(self.path, self._on_watch)",
+        "            pass",
+        ["tests/recipes/test_watchers.py::test_cancelling_leaves_no_watch_behind"],
+    ),
+    (
+        "node watch yields a state twice",
+        "aiocoord/recipes/watchers.py",
+        "            if self._last is None or self._last[0] != state:",
+        "            if True:",
+        ["tests/recipes/test_watchers.py::test_reconnect_rereads_and_clears_stale"],
+    ),
+    (
+        "data watch misses a creation",
+        "aiocoord/recipes/watchers.py",
+        "            return await client.get(path, watch=watch)\n        except NoNode:\n            if await client.exists(path, watch=watch) is None:",
+        "            return await client.get(path, watch=watch)\n        except NoNode:\n            if await client.exists(path) is None:",
+        [
+            "tests/recipes/test_watchers.py::test_data_watch_yields_each_state_and_none_while_missing"
+        ],
+    ),
+    (
+        "children watch loses a re-created parent",
+        "aiocoord/recipes/watchers.py",
+        "            return sorted(await client.children(path, watch=watch))\n        except NoNode:\n            if await client.exists(path, watch=watch) is None:",
+        "            return sorted(await client.children(path, watch=watch))\n        except NoNode:\n            if await client.exists(path) is None:",
+        [
+            "tests/recipes/test_watchers.py::test_children_watch_yields_sorted_children_across_a_recreated_parent"
+        ],
+    ),
+    (
+        "tree cache: no resync after RECONNECTED",
+        "aiocoord/recipes/cache.py",
+        "        elif event.state in (SessionState.RECONNECTED, SessionState.CONNECTED):",
+        "        elif event.state in (SessionState.CONNECTED,):",
+        ["tests/recipes/test_cache.py::test_changes_made_while_the_connection_was_cut_converge"],
+    ),
+    (
+        "tree cache: no resync after LOST",
+        "aiocoord/recipes/cache.py",
+        "        elif event.state in (SessionState.RECONNECTED, SessionState.CONNECTED):",
+        "        elif event.state in (SessionState.RECONNECTED,):",
+        [
+            "tests/recipes/test_cache.py::test_server_side_expiry_then_the_mirror_converges",
+            "tests/recipes/test_cache.py::test_changes_made_while_the_session_was_lost_converge",
+        ],
+    ),
+    (
+        "tree cache: never stale",
+        "aiocoord/recipes/cache.py",
+        "            self.stale = True\n            self._blips += 1",
+        "            self._blips += 1",
+        ["tests/recipes/test_cache.py::test_changes_made_while_the_connection_was_cut_converge"],
+    ),
+    (
+        "tree cache: watches left after the block",
+        "aiocoord/recipes/cache.py",
+        "                    await self._unwatch()",
+        "                    pass",
+        ["tests/recipes/test_cache.py::test_leaving_the_block_leaves_no_watch_behind"],
+    ),
+    (
+        "tree cache: events outlive the block",
+        "aiocoord/recipes/cache.py",
+        "            stack.callback(self._queued.close)\n",
+        "",
+        ["tests/recipes/test_cache.py::test_leaving_the_block_leaves_no_watch_behind"],
+    ),
+    (
+        "tree cache: a waiting event is not coalesced",
+        "aiocoord/recipes/cache.py",
+        "        kept = coalesce(self._queue.get(path), TreeEvent(kind, path, data, stat))",
+        "        kept = TreeEvent(kind, path, data, stat)",
+        [
+            "tests/recipes/test_cache.py::test_a_reader_behind_gets_one_event_per_node_saying_where_it_stands"
+        ],
+    ),
+    (
+        "tree cache: a deleted child stays mirrored",
+        "aiocoord/recipes/cache.py",
+        "        for name in sorted(node.children - current):\n            self._remove(join(path, name))",
+        "        for name in sorted(node.children - current):\n            pass",
+        ["tests/recipes/test_cache.py::test_changes_made_while_the_session_was_lost_converge"],
+    ),
+    (
+        "tree cache: a missing root is not waited for",
+        "aiocoord/recipes/cache.py",
+        "            if path == self.path and await client.exists(path, watch=watch) is not None:",
+        "            if path == self.path and await client.exists(path) is not None:",
+        [
+            "tests/recipes/test_cache.py::test_a_cache_of_a_missing_path_waits_for_it",
+            "tests/recipes/test_cache.py::test_the_subtree_root_deleted_and_created_again",
+        ],
+    ),
+    (
+        "partitioner: locks released only once the user left the allocation",
+        "aiocoord/recipes/partitioner.py",
+        "            await allocation._done.wait()\n",
+        "            pass\n",
+        [
+            "tests/recipes/test_partitioner.py::test_members_divide_the_set_and_no_item_is_ever_held_twice"
+        ],
+    ),
+    (
+        "partitioner: release every lock before allocating again",
+        "aiocoord/recipes/partitioner.py",
+        "                await self._release()",
+        "                pass",
+        [
+            "tests/recipes/test_partitioner.py::test_members_divide_the_set_and_no_item_is_ever_held_twice"
+        ],
+    ),
+    (
+        "partitioner: a hold that ends revokes the allocation",
+        "aiocoord/recipes/partitioner.py",
+        "                hold._scope = scope  # a hold",
+        "                pass  # a hold",
+        [
+            "tests/recipes/test_partitioner.py::test_a_suspended_member_gives_up_its_items_and_allocates_again"
+        ],
+    ),
+    (
+        "partitioner: a party change while waiting for locks gives them up",
+        "aiocoord/recipes/partitioner.py",
+        "            tg.start_soon(abort_on_change)",
+        "            pass",
+        [
+            "tests/recipes/test_partitioner.py::test_a_party_change_while_waiting_for_locks_gives_them_up"
+        ],
+    ),
+    (
+        "party: join again after a lost session",
+        "aiocoord/recipes/party.py",
+        'log.warning("session lost: joining as %s again", self.path)\n                await self._hold()',
+        'log.warning("session lost: joining as %s again", self.path)',
+        ["tests/recipes/test_party.py::test_an_expired_member_joins_again"],
+    ),
+    (
+        "party: leaving deletes the node at once",
+        "aiocoord/recipes/party.py",
+        "                    await membership._leave()",
+        "                    pass",
+        ["tests/recipes/test_party.py::test_party_layout_members_and_leave"],
+    ),
+    (
+        "party: leave deletes only a node of ours",
+        "aiocoord/recipes/party.py",
+        "only_ours=not ours",
+        "only_ours=False",
+        ["tests/recipes/test_party.py::test_cancelled_while_joining_leaves_no_node"],
+    ),
+    (
+        "party: only __party__ nodes are members",
+        "aiocoord/recipes/party.py",
+        "return self.marker is None or self.marker in name",
+        "return True",
+        ["tests/recipes/test_party.py::test_party_layout_members_and_leave"],
+    ),
 ]
 
 
