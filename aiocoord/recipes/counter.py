@@ -13,13 +13,14 @@ no lock, no node per writer). ``add()`` returns the values before and after (kaz
 **A lost reply is never counted twice.** When the connection dies with the versioned write in
 flight (``ConnectionLoss``), or the session ends with it (``SessionExpired``), or its deadline
 runs out (``RequestTimeout``), the write may or may not have been applied: sending it again
-blindly could count it twice. ``add()`` reads the node again (after ``sync()``, once the session
+blindly could count it twice. ``add()`` reads the node again (``sync()`` first, once the session
 serves) and decides with ``lost_write_outcome()``:
 
-- the node still at the version the write was made for: the write was not applied (a request on
-  a dead connection is applied, if ever, before the session serves again on another: ZooKeeper
-  refuses it once the session has moved, and a server handles one session's requests in order),
-  so the change is made again. Not after ``RequestTimeout``: that request may still be in flight;
+- the node still at the version the write was made for: the write was not applied, and never
+  will be, so the change is made again. (ZooKeeper serves a session's requests in order: a read
+  sent after the write on the same connection sees it; a write on a dead connection is applied,
+  if ever, before the session serves again elsewhere: once the session has moved, ZooKeeper
+  refuses it. The same reasoning lets a protected create look for its node.)
 - the node one version further with other data than ours: that version's write was another
   writer's, ours was refused (``BadVersion``), so the change is made again;
 - anything else (our data at the next version: ours, or another writer's that wrote the same
@@ -106,15 +107,14 @@ class LostWrite(enum.Enum):
 
 
 def lost_write_outcome(
-    written_at: ZnodeStat, data: bytes, now: ZnodeStat | None, now_data: bytes, in_flight: bool
+    written_at: ZnodeStat, data: bytes, now: ZnodeStat | None, now_data: bytes
 ) -> LostWrite:
     """What the node now (``now``, None when gone, and ``now_data``, read after ``sync()``) proves
-    about a write of ``data`` at ``written_at.version`` whose reply was lost. ``in_flight``: the
-    request may still reach the server (``RequestTimeout`` on a live connection)."""
+    about a write of ``data`` at ``written_at.version`` whose reply was lost."""
     if now is None or now.czxid != written_at.czxid:
         return LostWrite.UNKNOWN  # deleted (or re-created): what happened before cannot be seen
     if now.version == written_at.version:
-        return LostWrite.UNKNOWN if in_flight else LostWrite.NOT_APPLIED
+        return LostWrite.NOT_APPLIED
     if now.version == written_at.version + 1 and now_data != data:
         return LostWrite.NOT_APPLIED  # the one write at our version was another's
     return LostWrite.UNKNOWN
@@ -207,17 +207,14 @@ class Counter(Generic[N]):
                 self._ensured = False
                 continue  # deleted: not applied
             except (ConnectionLoss, SessionExpired, RequestTimeout) as exc:
-                in_flight = isinstance(exc, RequestTimeout)
-                outcome, seen = await self._settle(stat, data, in_flight)
+                outcome, seen = await self._settle(stat, data)
                 if outcome is LostWrite.UNKNOWN:
                     raise CounterOutcomeUnknown(self.path, pre, post, seen) from exc
                 log.info("%s: %s; the write was not applied: changing again", self.path, exc)
                 continue
             return CounterChange(pre, post, written.version)
 
-    async def _settle(
-        self, written_at: ZnodeStat, data: bytes, in_flight: bool
-    ) -> tuple[LostWrite, N | None]:
+    async def _settle(self, written_at: ZnodeStat, data: bytes) -> tuple[LostWrite, N | None]:
         """Read the node again once the session serves: what that proves about the lost write,
         and the value now (None when the node is gone)."""
         client = self._client
@@ -232,5 +229,5 @@ class Counter(Generic[N]):
             except RETRYABLE as exc:
                 log.info("%s: looking again after %s", self.path, exc)
                 continue
-            outcome = lost_write_outcome(written_at, data, now, now_data, in_flight)
+            outcome = lost_write_outcome(written_at, data, now, now_data)
             return outcome, (self._decode(now_data) if now is not None else None)

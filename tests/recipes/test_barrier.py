@@ -264,12 +264,14 @@ async def test_a_lost_create_reply_leaves_one_node(
             async with anyio.create_task_group() as tg:
                 tg.start_soon(member.enter)
                 await eventually_async(count_is(zk, "/db", 1), 10)  # created; reply held
+                made = await zk.exists(member.node)
                 proxy.cut()
                 proxy.resume()
         assert client.session_id == session and member.participating
         assert sorted(await zk.children("/db")) == sorted([member.node_name, "ready"])
         stat = await zk.exists(member.node)
-        assert stat is not None and stat.ephemeral_owner == session
+        assert made is not None and stat == made  # adopted: the node made by the lost create
+        assert stat.ephemeral_owner == session
         await member.leave()
     assert await zk.children("/db") == []
 

@@ -32,18 +32,16 @@ def stat(version: int, czxid: int = 7) -> ZnodeStat:
 # -- the pure decision ---------------------------------------------------------------------
 def test_what_a_read_after_a_lost_write_proves() -> None:
     at = stat(4)
-    # untouched: not applied (unless the request may still be on its way)
-    assert lost_write_outcome(at, b"6", stat(4), b"5", False) is LostWrite.NOT_APPLIED
-    assert lost_write_outcome(at, b"6", stat(4), b"5", True) is LostWrite.UNKNOWN
+    # untouched: not applied
+    assert lost_write_outcome(at, b"6", stat(4), b"5") is LostWrite.NOT_APPLIED
     # the next version holds other data: that write was another's, ours was refused
-    assert lost_write_outcome(at, b"6", stat(5), b"7", False) is LostWrite.NOT_APPLIED
-    assert lost_write_outcome(at, b"6", stat(5), b"7", True) is LostWrite.NOT_APPLIED
+    assert lost_write_outcome(at, b"6", stat(5), b"7") is LostWrite.NOT_APPLIED
     # our data at the next version: ours, or another writer's same value
-    assert lost_write_outcome(at, b"6", stat(5), b"6", False) is LostWrite.UNKNOWN
+    assert lost_write_outcome(at, b"6", stat(5), b"6") is LostWrite.UNKNOWN
     # later versions, or the node deleted or re-created: nothing can be told
-    assert lost_write_outcome(at, b"6", stat(6), b"7", False) is LostWrite.UNKNOWN
-    assert lost_write_outcome(at, b"6", None, b"", False) is LostWrite.UNKNOWN
-    assert lost_write_outcome(at, b"6", stat(4, czxid=9), b"5", False) is LostWrite.UNKNOWN
+    assert lost_write_outcome(at, b"6", stat(6), b"7") is LostWrite.UNKNOWN
+    assert lost_write_outcome(at, b"6", None, b"") is LostWrite.UNKNOWN
+    assert lost_write_outcome(at, b"6", stat(4, czxid=9), b"5") is LostWrite.UNKNOWN
 
 
 # -- values and encoding -------------------------------------------------------------------
