@@ -19,7 +19,7 @@ from typing import Any
 
 from aiocoord.testing import TlsCertificates, ZooKeeperServer
 
-from . import config, discovery, election, tasks
+from . import config, counter, discovery, election, tasks
 
 HERE = Path(__file__).resolve().parent
 
@@ -149,12 +149,14 @@ def main() -> None:
         print(f"ZooKeeper at {server.hosts}")
         client = run_client_bench(server.hosts, n1, n100)
         elections, configs, discoveries, task_results = [], [], [], []
+        counters: dict[str, Any] = {}
         if not args.client_only:
             print("  election handover ...", flush=True)
             elections = election.run(server.hosts, quick=args.quick)
             configs = config.run(server.hosts, quick=args.quick)
             discoveries = discovery.run(server.hosts, quick=args.quick)
             task_results = tasks.run(server.hosts, quick=args.quick)
+            counters = counter.run(server.hosts, quick=args.quick)
     tls = run_tls_bench(n1, n100)  # its own server, after the first has stopped
     print_client_table(client)
     print_tls_table(tls)
@@ -163,6 +165,7 @@ def main() -> None:
         config.print_table(configs)
         discovery.print_table(discoveries)
         tasks.print_table(task_results)
+        counter.print_table(counters)
     out = {
         "machine": machine,
         "started": started,
@@ -173,6 +176,7 @@ def main() -> None:
         "config": configs,
         "discovery": discoveries,
         "tasks": task_results,
+        "counter": counters,
     }
     (HERE / "results.json").write_text(json.dumps(out, indent=2))
     print(f"\nwrote {HERE / 'results.json'}")

@@ -39,8 +39,11 @@ from __future__ import annotations
 import enum
 import logging
 import math
+import random
 from dataclasses import dataclass
 from typing import Generic, TypeVar, overload
+
+import anyio
 
 from ..transport.client import Client
 from ..transport.errors import (
@@ -65,6 +68,9 @@ __all__ = [
 ]
 
 log = logging.getLogger("aiocoord.counter")
+
+#: the first pause after a conflicting write (seconds); doubled per conflict, up to 32 times
+_BACKOFF = 0.0005
 
 N = TypeVar("N", int, float)
 
@@ -188,6 +194,7 @@ class Counter(Generic[N]):
 
     async def _change(self, delta: N) -> CounterChange[N]:
         client = self._client
+        conflicts = 0
         while True:
             try:
                 pre, stat = await self._read()
@@ -202,7 +209,12 @@ class Counter(Generic[N]):
             try:
                 written = await client.set(self.path, data, stat.version)
             except BadVersion:
-                continue  # another writer came first: read and try again
+                # another writer came first: read and try again, after a random pause that
+                # grows with each conflict, so contending writers spread out instead of all
+                # reading and colliding again
+                conflicts += 1
+                await anyio.sleep(random.uniform(0, _BACKOFF * 2 ** min(conflicts, 5)))
+                continue
             except NoNode:
                 self._ensured = False
                 continue  # deleted: not applied
