@@ -7,8 +7,9 @@ from __future__ import annotations
 import os
 import re
 import sys
+import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
@@ -39,8 +40,29 @@ async def kazoo_client(zk_server: ZooKeeperServer, zk: Client) -> AsyncIterator[
     try:
         yield kazoo
     finally:
-        await anyio.to_thread.run_sync(kazoo.stop)
+        with anyio.CancelScope(shield=True):  # also when the test timed out
+            await anyio.to_thread.run_sync(kazoo.stop)
         kazoo.close()
+
+
+async def in_daemon_thread(call: Callable[[], object], timeout: float = 30) -> None:
+    """Run a blocking kazoo call that may never return (kazoo's enter() and leave() wait
+    unbounded) in a daemon thread, bounded: a failing test is not kept alive by it."""
+    done = threading.Event()
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            call()
+        except BaseException as exc:  # re-raised in the test
+            errors.append(exc)
+        finally:
+            done.set()
+
+    threading.Thread(target=run, daemon=True).start()
+    await eventually(done.is_set, timeout)
+    if errors:
+        raise errors[0]
 
 
 @asynccontextmanager
@@ -164,7 +186,7 @@ async def test_double_barrier_layout_enter_together_leave_together(
         data = sorted([(await zk.get(f"/db/{n}"))[0] for n in names])
         assert data == [b"m0", b"m1", b"m2"]
         tg.start_soon(members[3].run)  # completes the count: it makes ready
-        with anyio.fail_after(10):
+        with anyio.fail_after(60):
             for m in members:
                 await m.entered.wait()
         assert await zk.exists("/db/ready") is not None
@@ -181,7 +203,7 @@ async def test_double_barrier_layout_enter_together_leave_together(
         await holds(lambda: not any(m.left.is_set() for m in members))
         before = [m.barrier._wakeups for m in members]
         last.go.set()
-        with anyio.fail_after(10):
+        with anyio.fail_after(60):
             for m in members:
                 await m.left.wait()
         # each member that left its node waited for the lowest: woken once, when it went
@@ -199,7 +221,7 @@ async def test_a_ready_made_and_deleted_at_once_still_opens_the_barrier(zk: Clie
         await settle(zk)
         await eventually(lambda: bool(zk._session.watches), 5)  # waiting on ready
         await zk.multi([Op.create("/db/ready"), Op.delete("/db/ready")])
-        with anyio.fail_after(10):
+        with anyio.fail_after(60):
             await eventually(lambda: member.participating, 10)
     await member.leave()
     assert await zk.children("/db") == []
@@ -230,7 +252,7 @@ async def test_cancel_while_waiting_in_enter_or_leave_leaves_no_node(
         assert scope.cancelled_caught
         assert await zk.children("/db") == [high.node_name]
         assert no_watches(ca) and no_watches(cb)
-        with anyio.fail_after(10):
+        with anyio.fail_after(60):
             await high.leave()  # not stuck: the cancelled member's node is gone
         assert await zk.children("/db") == []
 
@@ -293,7 +315,7 @@ async def test_an_expired_waiter_enters_again_on_its_new_session(
 
             await eventually_async(remade, 15)
             other = DoubleBarrier(zk, "/db", 2, "other")
-            with anyio.fail_after(10):
+            with anyio.fail_after(60):
                 await other.enter()
                 await eventually(lambda: member.participating, 10)
         async with anyio.create_task_group() as tg:
@@ -320,7 +342,7 @@ async def test_kill_9_of_a_member_does_not_keep_the_others_in_leave(
                     tg.start_soon(m.run)
                 assert proc.stdout is not None
                 assert (await read_line(proc.stdout, 20)).startswith("entered")
-                with anyio.fail_after(10):
+                with anyio.fail_after(60):
                     for m in members:
                         await m.entered.wait()
                 for m in members:
@@ -347,9 +369,9 @@ async def test_double_barrier_shared_with_kazoo(zk: Client, zk_server: ZooKeeper
         theirs = kazoo.DoubleBarrier("/db", 2, "kazoo")
         ours = DoubleBarrier(zk, "/db", 2, "aiocoord")
         async with anyio.create_task_group() as tg:
-            tg.start_soon(anyio.to_thread.run_sync, theirs.enter)
+            tg.start_soon(in_daemon_thread, theirs.enter)
             await eventually_async(count_is(zk, "/db", 1), 10)
-            with anyio.fail_after(10):
+            with anyio.fail_after(60):
                 await ours.enter()
         assert theirs.participating and ours.participating
         assert sorted(await zk.children("/db")) == sorted(
@@ -360,7 +382,7 @@ async def test_double_barrier_shared_with_kazoo(zk: Client, zk_server: ZooKeeper
         left = anyio.Event()
 
         async def kazoo_leaves() -> None:
-            await anyio.to_thread.run_sync(theirs.leave)
+            await in_daemon_thread(theirs.leave)
             left.set()
 
         async with anyio.create_task_group() as tg:
@@ -368,7 +390,7 @@ async def test_double_barrier_shared_with_kazoo(zk: Client, zk_server: ZooKeeper
             await eventually_async(gone(zk, "/db/ready"), 10)
             await settle(zk)
             await holds(lambda: not left.is_set())
-            with anyio.fail_after(10):
+            with anyio.fail_after(60):
                 await ours.leave()
                 await left.wait()
         assert await zk.children("/db") == []
