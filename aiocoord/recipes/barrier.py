@@ -131,7 +131,9 @@ class Barrier:
         while True:
             try:
                 woken = Wakeup()
-                if await client.exists(self.path, watch=woken.watch) is None:
+                try:  # get, not exists: a missing node leaves no watch behind
+                    await client.get(self.path, watch=woken.watch)
+                except NoNode:
                     return
                 await _wait_watched(client, self.path, woken)
             except RETRYABLE as exc:
@@ -314,7 +316,9 @@ class DoubleBarrier:
                     awaited = others[0]  # wait for the lowest: it goes when all have left
                 woken = Wakeup()
                 path = f"{self.path.rstrip('/')}/{awaited}"
-                if await client.exists(path, watch=woken.watch) is None:
+                try:  # get, not exists: a missing node leaves no watch behind
+                    await client.get(path, watch=woken.watch)
+                except NoNode:
                     continue
                 await _wait_watched(client, path, woken)
                 self._wakeups += 1

@@ -104,6 +104,7 @@ async def test_barrier_holds_waiters_until_removed(zk: Client) -> None:
         with anyio.fail_after(5):
             await passed.wait()
     assert await barrier.remove() is False
+    assert no_watches(zk)
 
 
 async def test_barrier_wait_cancelled_leaves_no_watch(
@@ -115,6 +116,33 @@ async def test_barrier_wait_cancelled_leaves_no_watch(
         with anyio.move_on_after(0.3) as scope:
             await barrier.wait()
         assert scope.cancelled_caught
+        assert no_watches(client)
+
+
+async def test_barrier_wait_survives_a_blip_and_an_expiry(
+    zk_server: ZooKeeperServer, namespace: str, zk: Client
+) -> None:
+    await Barrier(zk, "/gate").create()
+    async with through_proxy(zk_server, namespace) as (proxy, client):
+        barrier = Barrier(client, "/gate")
+        passed = anyio.Event()
+
+        async def waiter() -> None:
+            await barrier.wait()
+            passed.set()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(waiter)
+            await eventually(lambda: bool(client._session.watches), 5)
+            await expire_session(client)  # LOST: the wait goes on, on the new session
+            await client.wait_connected()
+            await settle(client)
+            await holds(lambda: not passed.is_set())
+            proxy.cut()  # removed while disconnected: seen after the reconnect
+            await eventually(lambda: client.state is SessionState.SUSPENDED, 10)
+            assert await Barrier(zk, "/gate").remove()
+            with anyio.fail_after(20):
+                await passed.wait()
         assert no_watches(client)
 
 
@@ -206,6 +234,7 @@ async def test_double_barrier_layout_enter_together_leave_together(
         with anyio.fail_after(60):
             for m in members:
                 await m.left.wait()
+        assert all(no_watches(c) for c in cs)
         # each member that left its node waited for the lowest: woken once, when it went
         woken = [m.barrier._wakeups - b for m, b in zip(members, before, strict=True)]
         assert woken[1:] == [1, 1, 1] and woken[0] <= 3, woken
