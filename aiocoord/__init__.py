@@ -7,6 +7,7 @@ Everything public is importable from here (and test helpers from ``aiocoord.test
 """
 
 from ._run import run
+from .recipes.barrier import Barrier, DoubleBarrier
 from .recipes.cache import TreeCache, TreeEvent, TreeEventType
 from .recipes.config import (
     ConfigFeed,
@@ -21,6 +22,12 @@ from .recipes.config import (
     TriggerServer,
     send_legacy,
     watch_node,
+)
+from .recipes.counter import (
+    Counter,
+    CounterChange,
+    CounterOutcomeUnknown,
+    InvalidCounterValue,
 )
 from .recipes.discovery import (
     HealthCheck,
@@ -131,6 +138,7 @@ __all__ = [
     "AuthFailed",
     "BadArguments",
     "BadVersion",
+    "Barrier",
     "CREATOR_ALL_ACL",
     "Candidate",
     "CheckResult",
@@ -143,18 +151,23 @@ __all__ = [
     "ConnectError",
     "ConnectionLoss",
     "CoordError",
+    "Counter",
+    "CounterChange",
+    "CounterOutcomeUnknown",
     "CreateResult",
     "DataWatch",
     "DeadTask",
     "DecodeError",
     "DeleteResult",
     "Dispatcher",
+    "DoubleBarrier",
     "Election",
     "EventType",
     "FencingToken",
     "HealthCheck",
     "HostStatus",
     "InvalidACL",
+    "InvalidCounterValue",
     "InvalidInstance",
     "InvalidPath",
     "KeeperState",

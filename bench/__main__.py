@@ -19,7 +19,7 @@ from typing import Any
 
 from aiocoord.testing import TlsCertificates, ZooKeeperServer
 
-from . import config, discovery, election, locks, tasks
+from . import config, counter, discovery, election, locks, tasks
 
 HERE = Path(__file__).resolve().parent
 
@@ -149,6 +149,7 @@ def main() -> None:
         print(f"ZooKeeper at {server.hosts}")
         client = run_client_bench(server.hosts, n1, n100)
         elections, configs, discoveries, task_results, lock_results = [], [], [], [], []
+        counters: dict[str, Any] = {}
         if not args.client_only:
             print("  election handover ...", flush=True)
             elections = election.run(server.hosts, quick=args.quick)
@@ -157,6 +158,7 @@ def main() -> None:
             task_results = tasks.run(server.hosts, quick=args.quick)
             print("  lock and semaphore ...", flush=True)
             lock_results = locks.run(server.hosts, quick=args.quick)
+            counters = counter.run(server.hosts, quick=args.quick)
     tls = run_tls_bench(n1, n100)  # its own server, after the first has stopped
     print_client_table(client)
     print_tls_table(tls)
@@ -166,6 +168,7 @@ def main() -> None:
         discovery.print_table(discoveries)
         tasks.print_table(task_results)
         locks.print_table(lock_results)
+        counter.print_table(counters)
     out = {
         "machine": machine,
         "started": started,
@@ -177,6 +180,7 @@ def main() -> None:
         "discovery": discoveries,
         "tasks": task_results,
         "locks": lock_results,
+        "counter": counters,
     }
     (HERE / "results.json").write_text(json.dumps(out, indent=2))
     print(f"\nwrote {HERE / 'results.json'}")

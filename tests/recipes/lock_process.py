@@ -11,6 +11,7 @@ again and prints ``late write refused`` or ``late write applied``.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 
 import anyio
@@ -32,11 +33,10 @@ async def main(
             async with lock as hold:
                 print(f"held {hold.token.czxid}", flush=True)
                 while True:
+                    # a lost reply: outcome unknown; the block is cancelled if the hold ended
                     if fenced:
-                        try:
+                        with contextlib.suppress(aiocoord.ConnectionLoss, aiocoord.RequestTimeout):
                             await hold.guard([aiocoord.Op.set_data(fenced, identifier.encode())])
-                        except (aiocoord.ConnectionLoss, aiocoord.RequestTimeout):
-                            pass  # outcome unknown; the block is cancelled if the hold ended
                     await anyio.sleep(0.05)
         except aiocoord.LockLost as exc:
             print(f"lost {exc}", flush=True)
