@@ -2020,6 +2020,108 @@ M = [
         "return True",
         ["tests/recipes/test_party.py::test_party_layout_members_and_leave"],
     ),
+    (
+        "counter: a lost write of unknown outcome is retried blindly",
+        "aiocoord/recipes/counter.py",
+        "                if outcome is LostWrite.UNKNOWN:",
+        "                if False:",
+        [
+            "tests/recipes/test_counter.py::test_an_increment_whose_reply_is_lost_is_never_counted_twice"
+        ],
+    ),
+    (
+        "counter: an untouched node proves the write not applied",
+        "aiocoord/recipes/counter.py",
+        "    if now.version == written_at.version:\n        return LostWrite.NOT_APPLIED",
+        "    if now.version == written_at.version:\n        return LostWrite.UNKNOWN",
+        ["tests/recipes/test_counter.py::test_an_increment_whose_request_is_lost_is_made_again"],
+    ),
+    (
+        "counter: another's data at the next version proves ours refused",
+        "aiocoord/recipes/counter.py",
+        "if now.version == written_at.version + 1 and now_data != data:",
+        "if now.version == written_at.version + 1:",
+        [
+            "tests/recipes/test_counter.py::test_an_increment_whose_reply_is_lost_is_never_counted_twice"
+        ],
+    ),
+    (
+        "counter: a re-created node proves nothing",
+        "aiocoord/recipes/counter.py",
+        "if now is None or now.czxid != written_at.czxid:",
+        "if now is None:",
+        ["tests/recipes/test_counter.py::test_what_a_read_after_a_lost_write_proves"],
+    ),
+    (
+        "counter: the write is made at the version read",
+        "aiocoord/recipes/counter.py",
+        "written = await client.set(self.path, data, stat.version)",
+        "written = await client.set(self.path, data, -1)",
+        ["tests/recipes/test_counter.py::test_concurrent_increments_count_exactly"],
+    ),
+    (
+        "barrier: wait watches with exists(), leaving a watch on a gone node",
+        "aiocoord/recipes/barrier.py",
+        "                try:  # get, not exists: a missing node leaves no watch behind\n                    await client.get(self.path, watch=woken.watch)\n                except NoNode:\n                    return",
+        "                if await client.exists(self.path, watch=woken.watch) is None:\n                    return",
+        ["tests/recipes/test_barrier.py::test_barrier_holds_waiters_until_removed"],
+    ),
+    (
+        "barrier: a cancelled wait removes its watch",
+        "aiocoord/recipes/barrier.py",
+        "    finally:\n        await _unwatch(client, path, watcher or woken.watch)",
+        "    finally:\n        pass",
+        ["tests/recipes/test_barrier.py::test_barrier_wait_cancelled_leaves_no_watch"],
+    ),
+    (
+        "double barrier: a cancelled enter deletes the member's node",
+        "aiocoord/recipes/barrier.py",
+        "            await self._enter()\n        except BaseException:  # cancelled, timed out or failed while waiting: no node stays\n            await self._withdraw()",
+        "            await self._enter()\n        except BaseException:  # cancelled, timed out or failed while waiting: no node stays\n            pass",
+        [
+            "tests/recipes/test_barrier.py::test_cancel_while_waiting_in_enter_or_leave_leaves_no_node",
+            "tests/recipes/test_barrier.py::test_cancelled_while_disconnected_the_delete_is_owed",
+        ],
+    ),
+    (
+        "double barrier: a cancelled leave deletes the member's node",
+        "aiocoord/recipes/barrier.py",
+        "            await self._leave()\n        except BaseException:\n            await self._withdraw()",
+        "            await self._leave()\n        except BaseException:\n            pass",
+        [
+            "tests/recipes/test_barrier.py::test_cancel_while_waiting_in_enter_or_leave_leaves_no_node"
+        ],
+    ),
+    (
+        "double barrier: ready made while waiting opens the barrier",
+        "aiocoord/recipes/barrier.py",
+        "        self._wakeups += 1\n        return opened",
+        "        self._wakeups += 1\n        return False",
+        [
+            "tests/recipes/test_barrier.py::test_a_ready_made_and_deleted_at_once_still_opens_the_barrier"
+        ],
+    ),
+    (
+        "double barrier: the lowest member leaves last",
+        "aiocoord/recipes/barrier.py",
+        "if here and self.node_name < others[0]:",
+        "if False:",
+        ["tests/recipes/test_barrier.py::test_double_barrier_layout_enter_together_leave_together"],
+    ),
+    (
+        "double barrier: a lost create reply's node is adopted",
+        "aiocoord/recipes/barrier.py",
+        "elif stat.ephemeral_owner != session:",
+        "elif True:",
+        ["tests/recipes/test_barrier.py::test_a_lost_create_reply_leaves_one_node"],
+    ),
+    (
+        "double barrier: the member completing the count makes ready",
+        "aiocoord/recipes/barrier.py",
+        "if sum(1 for m in members if m != READY) >= self.num_clients:",
+        "if sum(1 for m in members if m != READY) > self.num_clients:",
+        ["tests/recipes/test_barrier.py::test_double_barrier_layout_enter_together_leave_together"],
+    ),
 ]
 
 
