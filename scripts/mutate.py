@@ -2068,10 +2068,13 @@ M = [
     ),
     (
         "barrier: a cancelled wait removes its watch",
-        "aiocoord/recipes/barrier.py",
-        "    finally:\n        await _unwatch(client, path, watcher or woken.watch)",
+        "aiocoord/recipes/_session.py",
+        "    finally:\n        await unwatch(client, path, watcher or woken.watch)",
         "    finally:\n        pass",
-        ["tests/recipes/test_barrier.py::test_barrier_wait_cancelled_leaves_no_watch"],
+        [
+            "tests/recipes/test_barrier.py::test_barrier_wait_cancelled_leaves_no_watch",
+            R + "test_lock.py::test_a_waiter_cancelled_or_timed_out_leaves_no_watch",
+        ],
     ),
     (
         "double barrier: a cancelled enter deletes the member's node",

@@ -121,6 +121,35 @@ class Latest(Generic[T]):
         raise anyio.EndOfStream
 
 
+async def wait_watched(
+    client: Client, path: str, woken: Wakeup, watcher: Watcher | None = None
+) -> None:
+    """Wait until ``woken`` is set (by ``watcher``, default ``woken.watch``: a watch on ``path``
+    the caller set), or the session is back or lost (the caller looks again). The watch is
+    removed however this ends, cancelled too."""
+
+    def on_session(event: SessionEvent) -> None:
+        if event.state in (SessionState.LOST, SessionState.RECONNECTED):
+            woken.set()
+
+    try:
+        with listening(client, on_session):
+            await woken.wait()
+    finally:
+        await unwatch(client, path, watcher or woken.watch)
+
+
+async def unwatch(client: Client, path: str, watcher: Watcher) -> None:
+    """Remove ``watcher`` from ``path`` if it has not fired: shielded, bounded by the session
+    timeout, errors ignored (``NoWatcher``: it fired; a lost connection took the watch along)."""
+    with (
+        anyio.CancelScope(shield=True),
+        anyio.move_on_after(client.negotiated_timeout),
+        contextlib.suppress(CoordError),
+    ):
+        await client.remove_watch(path, watcher)
+
+
 @contextlib.contextmanager
 def listening(client: Client, listener: Callable[[SessionEvent], object]) -> Iterator[None]:
     """``listener`` receives the client's session events while the block runs."""

@@ -50,44 +50,17 @@ from types import TracebackType
 
 import anyio
 
-from ..transport.client import Client, Watcher
-from ..transport.errors import ConnectionLoss, CoordError, NodeExists, NoNode, RequestTimeout
+from ..transport.client import Client
+from ..transport.errors import ConnectionLoss, NodeExists, NoNode, RequestTimeout
 from ..transport.paths import validate_path
 from ..transport.types import EventType, SessionEvent, SessionState, WatchEvent
-from ._session import RETRYABLE, Wakeup, listening, withdraw
+from ._session import RETRYABLE, Wakeup, unwatch, wait_watched, withdraw
 
 __all__ = ["Barrier", "DoubleBarrier"]
 
 log = logging.getLogger("aiocoord.barrier")
 
 READY = "ready"
-
-
-async def _wait_watched(
-    client: Client, path: str, woken: Wakeup, watcher: Watcher | None = None
-) -> None:
-    """Wait until ``woken`` is set (by ``watcher``, default ``woken.watch``: a watch on ``path``
-    the caller set), or the session is back or lost (the caller looks again). The watch is
-    removed however this ends, cancelled too."""
-
-    def on_session(event: SessionEvent) -> None:
-        if event.state in (SessionState.LOST, SessionState.RECONNECTED):
-            woken.set()
-
-    try:
-        with listening(client, on_session):
-            await woken.wait()
-    finally:
-        await _unwatch(client, path, watcher or woken.watch)
-
-
-async def _unwatch(client: Client, path: str, watcher: Watcher) -> None:
-    with (
-        anyio.CancelScope(shield=True),
-        anyio.move_on_after(client.negotiated_timeout),
-        contextlib.suppress(CoordError),  # NoWatcher: it fired
-    ):
-        await client.remove_watch(path, watcher)
 
 
 class Barrier:
@@ -135,7 +108,7 @@ class Barrier:
                     await client.get(self.path, watch=woken.watch)
                 except NoNode:
                     return
-                await _wait_watched(client, self.path, woken)
+                await wait_watched(client, self.path, woken)
             except RETRYABLE as exc:
                 log.info("%s: waiting again after %s", self.path, exc)
 
@@ -267,23 +240,23 @@ class DoubleBarrier:
             woken.set()
 
         if await client.exists(self._ready, watch=on_ready) is not None:
-            await _unwatch(client, self._ready, on_ready)
+            await unwatch(client, self._ready, on_ready)
             return True
         try:
             members = await client.children(self.path)
         except BaseException:
-            await _unwatch(client, self._ready, on_ready)
+            await unwatch(client, self._ready, on_ready)
             raise
         if self.node_name not in members:  # gone with a lost session: made again
             self._node_session = 0
-            await _unwatch(client, self._ready, on_ready)
+            await unwatch(client, self._ready, on_ready)
             return False
         if sum(1 for m in members if m != READY) >= self.num_clients:
-            await _unwatch(client, self._ready, on_ready)
+            await unwatch(client, self._ready, on_ready)
             with contextlib.suppress(NodeExists):
                 await client.create(self._ready)
             return True
-        await _wait_watched(client, self._ready, woken, on_ready)
+        await wait_watched(client, self._ready, woken, on_ready)
         self._wakeups += 1
         return opened
 
@@ -320,7 +293,7 @@ class DoubleBarrier:
                     await client.get(path, watch=woken.watch)
                 except NoNode:
                     continue
-                await _wait_watched(client, path, woken)
+                await wait_watched(client, path, woken)
                 self._wakeups += 1
             except RETRYABLE as exc:
                 log.info("%s: leaving again after %s", self.path, exc)

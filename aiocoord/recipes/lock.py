@@ -47,7 +47,7 @@ from ..transport.client import Client
 from ..transport.errors import CoordError, NodeExists, NoNode
 from ..transport.paths import validate_path
 from ..transport.types import SessionEvent, SessionState
-from ._session import RETRYABLE, Fenced, Wakeup, hold_ephemeral, listening, withdraw
+from ._session import RETRYABLE, Fenced, Wakeup, hold_ephemeral, wait_watched, withdraw
 
 __all__ = [
     "Lock",
@@ -308,23 +308,15 @@ class Lock(_Holder):
                 log.info("%s: contending again after %s", self.path, exc)
 
     async def _wait_gone(self, path: str) -> None:
-        """Wait until ``path`` changes (is deleted, mostly) or the session is lost or back."""
-        client = self._client
+        """Wait until ``path`` changes (is deleted, mostly) or the session is lost or back; no
+        watch is left behind, cancelled too."""
         woken = Wakeup()
-
-        def on_session(event: SessionEvent) -> None:
-            if event.state in (SessionState.LOST, SessionState.RECONNECTED):
-                woken.set()
-
         try:
-            await client.get(path, watch=woken.watch)  # (a NoNode reply leaves no watch)
+            await self._client.get(path, watch=woken.watch)  # (a NoNode reply leaves no watch)
         except NoNode:
             return
-        with listening(client, on_session):
-            await woken.wait()
+        await wait_watched(self._client, path, woken)
         self._wakeups += 1
-        with contextlib.suppress(CoordError):  # when woken by the session, not the watch
-            await client.remove_watch(path, woken.watch)
 
 
 class WriteLock(Lock):

@@ -33,6 +33,7 @@ from aiocoord import (
 from aiocoord.recipes.lock import predecessor
 from aiocoord.testing import TcpProxy, ZooKeeperServer, expire_session
 from tests.helpers import count_is, eventually, eventually_async, holds, read_line
+from tests.recipes.test_config import watched_by
 from tests.transport.test_protected_create import lose_reply, through_proxy
 
 LOCK_PROCESS = Path(__file__).with_name("lock_process.py")
@@ -156,6 +157,23 @@ async def test_cancel_or_timeout_while_waiting_leaves_no_node(zk: Client) -> Non
     await holder.release()
     async with waiter:  # usable again
         assert await holder.contenders() == ["waiter"]
+
+
+async def test_a_waiter_cancelled_or_timed_out_leaves_no_watch(
+    zk: Client, zk_server: ZooKeeperServer
+) -> None:
+    holder = Lock(zk, "/lock", "holder")
+    await holder.acquire()
+    async with Client(zk_server.hosts, namespace=zk.namespace) as other:
+        waiter = Lock(other, "/lock", "waiter")
+        with pytest.raises(TimeoutError):
+            await waiter.acquire(timeout=0.5)
+        with anyio.move_on_after(0.5):
+            async with waiter:
+                raise AssertionError("not held")  # pragma: no cover
+        await settle(other)
+        assert watched_by(zk_server, other) == []
+    await holder.release()
 
 
 async def test_a_lost_create_reply_leaves_no_orphan(
