@@ -275,14 +275,16 @@ async def holder_process(
             await proc.wait()
 
 
+@pytest.mark.parametrize("leases", [0, 1], ids=["lock", "semaphore"])
 async def test_a_sigstopped_holder_past_its_timeout_is_fenced_when_it_resumes(
-    zk: Client, zk_server: ZooKeeperServer
+    zk: Client, zk_server: ZooKeeperServer, leases: int
 ) -> None:
     await zk.create("/fenced", b"")
-    async with holder_process(zk_server, zk, "/lock", "0", "/fenced") as proc:
+    path = "/sem" if leases else "/lock"
+    async with holder_process(zk_server, zk, path, str(leases), "/fenced") as proc:
         assert proc.stdout is not None
         await eventually_async(lambda: fenced_is(zk, b"p"), 10)
-        waiter = Lock(zk, "/lock", "next")
+        waiter = Semaphore(zk, path, "next", max_leases=1) if leases else Lock(zk, path, "next")
         proc.send_signal(signal.SIGSTOP)
         try:
             hold = await waiter.acquire(timeout=15)  # the paused holder's session expired
@@ -486,6 +488,22 @@ async def test_semaphore_leases_and_max_leases_check(zk: Client) -> None:
     await b.release()
     await c.release()
     assert await zk.children("/sem") == []
+
+
+async def test_a_semaphore_waiter_cancelled_or_timed_out_leaves_no_node(zk: Client) -> None:
+    holder = Semaphore(zk, "/sem", "holder", max_leases=1)
+    await holder.acquire()
+    waiter = Semaphore(zk, "/sem", "waiter", max_leases=1)
+    with pytest.raises(TimeoutError):
+        await waiter.acquire(timeout=0.5)
+    with anyio.move_on_after(0.5):
+        async with waiter:
+            raise AssertionError("not held")  # pragma: no cover
+    assert await holder.lease_holders() == ["holder"]
+    assert await zk.children("/sem-__lock__") == []  # nor is its gate lock held or waited for
+    await holder.release()
+    async with waiter:
+        assert await holder.lease_holders() == ["waiter"]
 
 
 async def test_semaphore_shared_with_kazoo(zk: Client, zk_server: ZooKeeperServer) -> None:
