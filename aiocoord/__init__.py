@@ -7,6 +7,8 @@ Everything public is importable from here (and test helpers from ``aiocoord.test
 """
 
 from ._run import run
+from .recipes.barrier import Barrier, DoubleBarrier
+from .recipes.cache import TreeCache, TreeEvent, TreeEventType
 from .recipes.config import (
     ConfigFeed,
     ConfigStore,
@@ -20,6 +22,12 @@ from .recipes.config import (
     TriggerServer,
     send_legacy,
     watch_node,
+)
+from .recipes.counter import (
+    Counter,
+    CounterChange,
+    CounterOutcomeUnknown,
+    InvalidCounterValue,
 )
 from .recipes.discovery import (
     HealthCheck,
@@ -47,6 +55,8 @@ from .recipes.lock import (
     Semaphore,
     WriteLock,
 )
+from .recipes.partitioner import Allocation, SetPartitioner
+from .recipes.party import Membership, Party, PartyFeed, ShallowParty
 from .recipes.tasks import (
     DeadTask,
     Dispatcher,
@@ -61,6 +71,7 @@ from .recipes.tasks import (
     UnknownTask,
     Worker,
 )
+from .recipes.watchers import ChildrenWatch, DataWatch
 from .transport.client import MAX_PACKET, Client, SessionFeed, Watcher
 from .transport.codec import DecodeError
 from .transport.errors import (
@@ -122,13 +133,16 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ACL",
+    "Allocation",
     "ApiError",
     "AuthFailed",
     "BadArguments",
     "BadVersion",
+    "Barrier",
     "CREATOR_ALL_ACL",
     "Candidate",
     "CheckResult",
+    "ChildrenWatch",
     "Client",
     "ClientClosed",
     "ConfigFeed",
@@ -137,17 +151,23 @@ __all__ = [
     "ConnectError",
     "ConnectionLoss",
     "CoordError",
+    "Counter",
+    "CounterChange",
+    "CounterOutcomeUnknown",
     "CreateResult",
+    "DataWatch",
     "DeadTask",
     "DecodeError",
     "DeleteResult",
     "Dispatcher",
+    "DoubleBarrier",
     "Election",
     "EventType",
     "FencingToken",
     "HealthCheck",
     "HostStatus",
     "InvalidACL",
+    "InvalidCounterValue",
     "InvalidInstance",
     "InvalidPath",
     "KeeperState",
@@ -157,6 +177,7 @@ __all__ = [
     "LockLost",
     "MAX_PACKET",
     "MaxLeasesMismatch",
+    "Membership",
     "MultiFailed",
     "NoAuth",
     "NoChildrenForEphemerals",
@@ -169,6 +190,8 @@ __all__ = [
     "Op",
     "OpResult",
     "OperationTimeout",
+    "Party",
+    "PartyFeed",
     "PayloadTooLarge",
     "Perm",
     "ProtocolError",
@@ -190,6 +213,8 @@ __all__ = [
     "SessionMoved",
     "SessionState",
     "SetDataResult",
+    "SetPartitioner",
+    "ShallowParty",
     "StatusBoard",
     "Strategy",
     "SystemZooKeeperError",
@@ -202,6 +227,9 @@ __all__ = [
     "TaskQueue",
     "TaskState",
     "Term",
+    "TreeCache",
+    "TreeEvent",
+    "TreeEventType",
     "TriggerClient",
     "TriggerError",
     "TriggerHandler",

@@ -19,7 +19,7 @@ from typing import Any
 
 from aiocoord.testing import TlsCertificates, ZooKeeperServer
 
-from . import config, discovery, election, render, tasks
+from . import config, counter, discovery, election, locks, render, tasks
 
 HERE = Path(__file__).resolve().parent
 
@@ -148,7 +148,8 @@ def main() -> None:
     with ZooKeeperServer() as server:
         print(f"ZooKeeper at {server.hosts}")
         client = run_client_bench(server.hosts, n1, n100)
-        elections, configs, discoveries, task_results = [], [], [], []
+        elections, configs, discoveries, task_results, lock_results = [], [], [], [], []
+        counters: dict[str, Any] = {}
         renders: dict[str, Any] = {}
         if not args.client_only:
             print("  election handover ...", flush=True)
@@ -156,6 +157,9 @@ def main() -> None:
             configs = config.run(server.hosts, quick=args.quick)
             discoveries = discovery.run(server.hosts, quick=args.quick)
             task_results = tasks.run(server.hosts, quick=args.quick)
+            print("  lock and semaphore ...", flush=True)
+            lock_results = locks.run(server.hosts, quick=args.quick)
+            counters = counter.run(server.hosts, quick=args.quick)
             renders = render.run(server.hosts, quick=args.quick)
     tls = run_tls_bench(n1, n100)  # its own server, after the first has stopped
     print_client_table(client)
@@ -165,6 +169,8 @@ def main() -> None:
         config.print_table(configs)
         discovery.print_table(discoveries)
         tasks.print_table(task_results)
+        locks.print_table(lock_results)
+        counter.print_table(counters)
         render.print_table(renders)
     out = {
         "machine": machine,
@@ -176,6 +182,8 @@ def main() -> None:
         "config": configs,
         "discovery": discoveries,
         "tasks": task_results,
+        "locks": lock_results,
+        "counter": counters,
         "render": renders,
     }
     (HERE / "results.json").write_text(json.dumps(out, indent=2))

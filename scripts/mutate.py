@@ -1767,6 +1767,364 @@ M = [
         "                hold._scope = None",
         [S + "test_lock_cmd.py::test_the_command_is_stopped_when_the_lock_is_lost"],
     ),
+    (
+        "lock: a deleted lock path fails its waiters",
+        "aiocoord/recipes/lock.py",
+        "                except NoNode:\n                    children = []",
+        "                except NoNode:\n                    raise",
+        [R + "test_lock.py::test_a_waiter_outlives_the_deletion_of_the_lock_path"],
+    ),
+    (
+        "guard: no node check (a resumed paused holder)",
+        "aiocoord/recipes/_session.py",
+        "results = await self._client.multi([Op.check(self.path, self._version), *ops])",
+        "results = [None, *await self._client.multi([*ops])]",
+        [R + "test_lock.py::test_a_sigstopped_holder_past_its_timeout_is_fenced_when_it_resumes"],
+    ),
+    (
+        "lock: a release reported as a loss",
+        "aiocoord/recipes/_session.py",
+        '        if self.lost is None:\n            self.lost = "released"\n        self._scope = None',
+        "        self._scope = None",
+        [R + "test_lock.py::test_layout_token_contenders_and_release"],
+    ),
+    (
+        "wait_applied: a failed apply counted",
+        "aiocoord/recipes/config/status.py",
+        "    if not status.ok or status.version is None:",
+        "    if status.version is None:",
+        [R + "test_config.py::test_wait_applied_counts_hosts_on_the_version_or_a_newer_one"],
+    ),
+    (
+        "wait_applied: a newer version not counted",
+        "aiocoord/recipes/config/status.py",
+        "    return mine >= wanted",
+        "    return mine == wanted",
+        [R + "test_config.py::test_wait_applied_counts_hosts_on_the_version_or_a_newer_one"],
+    ),
+    (
+        "wait_applied: watches left behind",
+        "aiocoord/recipes/config/status.py",
+        "                            await client.remove_watch(path, wakeup.watch)",
+        "                            pass",
+        [R + "test_config.py::test_wait_applied_counts_hosts_on_the_version_or_a_newer_one"],
+    ),
+    (
+        "--wait-applied: hosts behind not named",
+        "services/config_cmd.py",
+        "        for s in aiocoord.StatusBoard.behind(statuses, version)",
+        "        for s in []",
+        [
+            S
+            + "test_config_services.py::test_wait_applied_waits_for_the_hosts_and_names_those_behind"
+        ],
+    ),
+    (
+        "--wait-applied: trigger without --path",
+        "services/config_cmd.py",
+        "    if args.wait_applied is not None and args.path is None:",
+        "    if False:",
+        [
+            S
+            + "test_config_services.py::test_wait_applied_waits_for_the_hosts_and_names_those_behind"
+        ],
+    ),
+    (
+        "semaphore: its own lease counted against it",
+        "aiocoord/recipes/lock.py",
+        '            if self._lease.rsplit("/", 1)[1] in leases or len(leases) < self.max_leases:',
+        "            if len(leases) < self.max_leases:",
+        [R + "test_lock.py::test_a_lost_lease_create_reply_leaves_one_lease"],
+    ),
+    (
+        "rereads: no re-read after RECONNECTED",
+        "aiocoord/recipes/_session.py",
+        "        if event.state in (SessionState.RECONNECTED, SessionState.CONNECTED):\n            self._ask()",
+        "        if event.state in (SessionState.CONNECTED,):\n            self._ask()",
+        ["tests/recipes/test_watchers.py::test_reconnect_rereads_and_clears_stale"],
+    ),
+    (
+        "rereads: no re-watch after LOST",
+        "aiocoord/recipes/_session.py",
+        "        if event.state in (SessionState.RECONNECTED, SessionState.CONNECTED):\n            self._ask()",
+        "        if event.state in (SessionState.RECONNECTED,):\n            self._ask()",
+        [
+            "tests/recipes/test_watchers.py::test_server_side_expiry_rewatches_on_the_new_session",
+            "tests/recipes/test_watchers.py::test_a_node_deleted_and_recreated_while_the_session_was_lost_is_seen",
+        ],
+    ),
+    (
+        "rereads: never stale",
+        "aiocoord/recipes/_session.py",
+        "            self.stale = True",
+        "            pass",
+        ["tests/recipes/test_watchers.py::test_reconnect_rereads_and_clears_stale"],
+    ),
+    (
+        "rereads: watch left after the block",
+        "aiocoord/recipes/_session.py",
+        "            await self._client.remove_watch(self.path, self._on_watch)",
+        "            pass",
+        ["tests/recipes/test_watchers.py::test_cancelling_leaves_no_watch_behind"],
+    ),
+    (
+        "node watch yields a state twice",
+        "aiocoord/recipes/watchers.py",
+        "            if self._last is None or self._last[0] != state:",
+        "            if True:",
+        ["tests/recipes/test_watchers.py::test_reconnect_rereads_and_clears_stale"],
+    ),
+    (
+        "data watch misses a creation",
+        "aiocoord/recipes/watchers.py",
+        "            return await client.get(path, watch=watch)\n        except NoNode:\n            if await client.exists(path, watch=watch) is None:",
+        "            return await client.get(path, watch=watch)\n        except NoNode:\n            if await client.exists(path) is None:",
+        [
+            "tests/recipes/test_watchers.py::test_data_watch_yields_each_state_and_none_while_missing"
+        ],
+    ),
+    (
+        "children watch loses a re-created parent",
+        "aiocoord/recipes/watchers.py",
+        "            return sorted(await client.children(path, watch=watch))\n        except NoNode:\n            if await client.exists(path, watch=watch) is None:",
+        "            return sorted(await client.children(path, watch=watch))\n        except NoNode:\n            if await client.exists(path) is None:",
+        [
+            "tests/recipes/test_watchers.py::test_children_watch_yields_sorted_children_across_a_recreated_parent"
+        ],
+    ),
+    (
+        "tree cache: no resync after RECONNECTED",
+        "aiocoord/recipes/cache.py",
+        "        elif event.state in (SessionState.RECONNECTED, SessionState.CONNECTED):",
+        "        elif event.state in (SessionState.CONNECTED,):",
+        ["tests/recipes/test_cache.py::test_changes_made_while_the_connection_was_cut_converge"],
+    ),
+    (
+        "tree cache: no resync after LOST",
+        "aiocoord/recipes/cache.py",
+        "        elif event.state in (SessionState.RECONNECTED, SessionState.CONNECTED):",
+        "        elif event.state in (SessionState.RECONNECTED,):",
+        [
+            "tests/recipes/test_cache.py::test_server_side_expiry_then_the_mirror_converges",
+            "tests/recipes/test_cache.py::test_changes_made_while_the_session_was_lost_converge",
+        ],
+    ),
+    (
+        "tree cache: never stale",
+        "aiocoord/recipes/cache.py",
+        "            self.stale = True\n            self._blips += 1",
+        "            self._blips += 1",
+        ["tests/recipes/test_cache.py::test_changes_made_while_the_connection_was_cut_converge"],
+    ),
+    (
+        "tree cache: watches left after the block",
+        "aiocoord/recipes/cache.py",
+        "                    await self._unwatch()",
+        "                    pass",
+        ["tests/recipes/test_cache.py::test_leaving_the_block_leaves_no_watch_behind"],
+    ),
+    (
+        "tree cache: events outlive the block",
+        "aiocoord/recipes/cache.py",
+        "            stack.callback(self._queued.close)\n",
+        "",
+        ["tests/recipes/test_cache.py::test_leaving_the_block_leaves_no_watch_behind"],
+    ),
+    (
+        "tree cache: a waiting event is not coalesced",
+        "aiocoord/recipes/cache.py",
+        "        kept = coalesce(self._queue.get(path), TreeEvent(kind, path, data, stat))",
+        "        kept = TreeEvent(kind, path, data, stat)",
+        [
+            "tests/recipes/test_cache.py::test_a_reader_behind_gets_one_event_per_node_saying_where_it_stands"
+        ],
+    ),
+    (
+        "tree cache: a deleted child stays mirrored",
+        "aiocoord/recipes/cache.py",
+        "        for name in sorted(node.children - current):\n            self._remove(join(path, name))",
+        "        for name in sorted(node.children - current):\n            pass",
+        ["tests/recipes/test_cache.py::test_changes_made_while_the_session_was_lost_converge"],
+    ),
+    (
+        "tree cache: a missing root is not waited for",
+        "aiocoord/recipes/cache.py",
+        "            if path == self.path and await client.exists(path, watch=watch) is not None:",
+        "            if path == self.path and await client.exists(path) is not None:",
+        [
+            "tests/recipes/test_cache.py::test_a_cache_of_a_missing_path_waits_for_it",
+            "tests/recipes/test_cache.py::test_the_subtree_root_deleted_and_created_again",
+        ],
+    ),
+    (
+        "partitioner: locks released only once the user left the allocation",
+        "aiocoord/recipes/partitioner.py",
+        "            await allocation._done.wait()\n",
+        "            pass\n",
+        [
+            "tests/recipes/test_partitioner.py::test_members_divide_the_set_and_no_item_is_ever_held_twice"
+        ],
+    ),
+    (
+        "partitioner: release every lock before allocating again",
+        "aiocoord/recipes/partitioner.py",
+        "                await self._release()",
+        "                pass",
+        [
+            "tests/recipes/test_partitioner.py::test_members_divide_the_set_and_no_item_is_ever_held_twice"
+        ],
+    ),
+    (
+        "partitioner: a hold that ends revokes the allocation",
+        "aiocoord/recipes/partitioner.py",
+        "                hold._scope = scope  # a hold",
+        "                pass  # a hold",
+        [
+            "tests/recipes/test_partitioner.py::test_a_suspended_member_gives_up_its_items_and_allocates_again"
+        ],
+    ),
+    (
+        "partitioner: a party change while waiting for locks gives them up",
+        "aiocoord/recipes/partitioner.py",
+        "            tg.start_soon(abort_on_change)",
+        "            pass",
+        [
+            "tests/recipes/test_partitioner.py::test_a_party_change_while_waiting_for_locks_gives_them_up"
+        ],
+    ),
+    (
+        "party: join again after a lost session",
+        "aiocoord/recipes/party.py",
+        'log.warning("session lost: joining as %s again", self.path)\n                await self._hold()',
+        'log.warning("session lost: joining as %s again", self.path)',
+        ["tests/recipes/test_party.py::test_an_expired_member_joins_again"],
+    ),
+    (
+        "party: leaving deletes the node at once",
+        "aiocoord/recipes/party.py",
+        "                    await membership._leave()",
+        "                    pass",
+        ["tests/recipes/test_party.py::test_party_layout_members_and_leave"],
+    ),
+    (
+        "party: leave deletes only a node of ours",
+        "aiocoord/recipes/party.py",
+        "only_ours=not ours",
+        "only_ours=False",
+        ["tests/recipes/test_party.py::test_cancelled_while_joining_leaves_no_node"],
+    ),
+    (
+        "party: only __party__ nodes are members",
+        "aiocoord/recipes/party.py",
+        "return self.marker is None or self.marker in name",
+        "return True",
+        ["tests/recipes/test_party.py::test_party_layout_members_and_leave"],
+    ),
+    (
+        "counter: a lost write of unknown outcome is retried blindly",
+        "aiocoord/recipes/counter.py",
+        "                if outcome is LostWrite.UNKNOWN:",
+        "                if False:",
+        [
+            "tests/recipes/test_counter.py::test_an_increment_whose_reply_is_lost_is_never_counted_twice"
+        ],
+    ),
+    (
+        "counter: an untouched node proves the write not applied",
+        "aiocoord/recipes/counter.py",
+        "    if now.version == written_at.version:\n        return LostWrite.NOT_APPLIED",
+        "    if now.version == written_at.version:\n        return LostWrite.UNKNOWN",
+        ["tests/recipes/test_counter.py::test_an_increment_whose_request_is_lost_is_made_again"],
+    ),
+    (
+        "counter: another's data at the next version proves ours refused",
+        "aiocoord/recipes/counter.py",
+        "if now.version == written_at.version + 1 and now_data != data:",
+        "if now.version == written_at.version + 1:",
+        [
+            "tests/recipes/test_counter.py::test_an_increment_whose_reply_is_lost_is_never_counted_twice"
+        ],
+    ),
+    (
+        "counter: a re-created node proves nothing",
+        "aiocoord/recipes/counter.py",
+        "if now is None or now.czxid != written_at.czxid:",
+        "if now is None:",
+        ["tests/recipes/test_counter.py::test_what_a_read_after_a_lost_write_proves"],
+    ),
+    (
+        "counter: the write is made at the version read",
+        "aiocoord/recipes/counter.py",
+        "written = await client.set(self.path, data, stat.version)",
+        "written = await client.set(self.path, data, -1)",
+        ["tests/recipes/test_counter.py::test_concurrent_increments_count_exactly"],
+    ),
+    (
+        "barrier: wait watches with exists(), leaving a watch on a gone node",
+        "aiocoord/recipes/barrier.py",
+        "                try:  # get, not exists: a missing node leaves no watch behind\n                    await client.get(self.path, watch=woken.watch)\n                except NoNode:\n                    return",
+        "                if await client.exists(self.path, watch=woken.watch) is None:\n                    return",
+        ["tests/recipes/test_barrier.py::test_barrier_holds_waiters_until_removed"],
+    ),
+    (
+        "barrier: a cancelled wait removes its watch",
+        "aiocoord/recipes/_session.py",
+        "    finally:\n        await unwatch(client, path, watcher or woken.watch)",
+        "    finally:\n        pass",
+        [
+            "tests/recipes/test_barrier.py::test_barrier_wait_cancelled_leaves_no_watch",
+            R + "test_lock.py::test_a_waiter_cancelled_or_timed_out_leaves_no_watch",
+        ],
+    ),
+    (
+        "double barrier: a cancelled enter deletes the member's node",
+        "aiocoord/recipes/barrier.py",
+        "            await self._enter()\n        except BaseException:  # cancelled, timed out or failed while waiting: no node stays\n            await self._withdraw()",
+        "            await self._enter()\n        except BaseException:  # cancelled, timed out or failed while waiting: no node stays\n            pass",
+        [
+            "tests/recipes/test_barrier.py::test_cancel_while_waiting_in_enter_or_leave_leaves_no_node",
+            "tests/recipes/test_barrier.py::test_cancelled_while_disconnected_the_delete_is_owed",
+        ],
+    ),
+    (
+        "double barrier: a cancelled leave deletes the member's node",
+        "aiocoord/recipes/barrier.py",
+        "            await self._leave()\n        except BaseException:\n            await self._withdraw()",
+        "            await self._leave()\n        except BaseException:\n            pass",
+        [
+            "tests/recipes/test_barrier.py::test_cancel_while_waiting_in_enter_or_leave_leaves_no_node"
+        ],
+    ),
+    (
+        "double barrier: ready made while waiting opens the barrier",
+        "aiocoord/recipes/barrier.py",
+        "        self._wakeups += 1\n        return opened",
+        "        self._wakeups += 1\n        return False",
+        [
+            "tests/recipes/test_barrier.py::test_a_ready_made_and_deleted_at_once_still_opens_the_barrier"
+        ],
+    ),
+    (
+        "double barrier: the lowest member leaves last",
+        "aiocoord/recipes/barrier.py",
+        "if here and self.node_name < others[0]:",
+        "if False:",
+        ["tests/recipes/test_barrier.py::test_double_barrier_layout_enter_together_leave_together"],
+    ),
+    (
+        "double barrier: a lost create reply's node is adopted",
+        "aiocoord/recipes/barrier.py",
+        "elif stat.ephemeral_owner != session:",
+        "elif True:",
+        ["tests/recipes/test_barrier.py::test_a_lost_create_reply_leaves_one_node"],
+    ),
+    (
+        "double barrier: the member completing the count makes ready",
+        "aiocoord/recipes/barrier.py",
+        "if sum(1 for m in members if m != READY) >= self.num_clients:",
+        "if sum(1 for m in members if m != READY) > self.num_clients:",
+        ["tests/recipes/test_barrier.py::test_double_barrier_layout_enter_together_leave_together"],
+    ),
 ]
 
 

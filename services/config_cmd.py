@@ -82,6 +82,13 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         help="give up when the agent has not answered within SECONDS (default 10)",
     )  # fmt: skip
     add_json_option(t, 'print {"version": VERSION}')
+    rollout = t.add_argument_group(
+        "rollout", "with --wait-applied (and --path, the agent's --path): wait for the hosts' "
+        "status under <path>-status in ZooKeeper"
+    )  # fmt: skip
+    add_wait_options(rollout)
+    add_path_option(t, "the agent's config history path (with --wait-applied)", required=False)
+    add_session_options(t, one_shot=True)
     t.add_argument("cmd", metavar="CMD", help="command, e.g. ADD")
     t.add_argument("data", metavar="DATA", help="config text, '-' (stdin) or '@FILE'")
     t.set_defaults(func=trigger_main)
@@ -117,6 +124,8 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
                 help="publish empty (or whitespace-only) DATA; refused by default, as an empty "
                 "config usually takes a site down",
             )
+        if name in ("publish", "rollback"):
+            add_wait_options(a)
         if name == "rollback":
             a.add_argument(
                 "version", metavar="VERSION", type=_version,
@@ -125,11 +134,58 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         a.set_defaults(func=config_main)
 
 
+def add_wait_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    parser.add_argument(
+        "--wait-applied", type=int, default=None, metavar="N",
+        help="then wait until N hosts report the new version (or a newer one) applied; exit 1 "
+        "naming the hosts behind when they have not within --wait-timeout",
+    )  # fmt: skip
+    parser.add_argument(
+        "--wait-timeout", type=float, default=60.0, metavar="SECONDS",
+        help="how long --wait-applied waits (default 60)",
+    )  # fmt: skip
+
+
+def _check_wait_options(args: argparse.Namespace) -> None:
+    if args.wait_applied is not None and args.wait_applied < 1:
+        raise UsageError("--wait-applied: N must be at least 1")
+    if args.wait_timeout <= 0:
+        raise UsageError("--wait-timeout: SECONDS must be positive")
+
+
+async def _wait_applied(
+    args: argparse.Namespace, board: aiocoord.StatusBoard, version: str
+) -> None:
+    """Wait for ``--wait-applied`` hosts to report ``version`` applied (a line on stderr says
+    so), or fail naming the hosts behind."""
+    wanted = args.wait_applied
+    with anyio.move_on_after(args.wait_timeout):
+        done = await board.wait_applied(version, wanted)
+        print(f"{version} applied on {len(done)} hosts: "
+              f"{', '.join(s.host for s in done)}", file=sys.stderr)  # fmt: skip
+        return
+    statuses = await board.read()
+    done = aiocoord.StatusBoard.applied(statuses, version)
+    lagging = [
+        f"{s.host} ({s.version or 'nothing'}{'' if s.ok else ': ' + (s.error or 'failed')})"
+        for s in aiocoord.StatusBoard.behind(statuses, version)
+    ]
+    raise CommandError(
+        f"{version} applied on {len(done)} of {wanted} hosts within {args.wait_timeout:g}s; "
+        f"behind: {', '.join(lagging) or 'none'}"
+        + ("" if len(statuses) >= wanted else f"; only {len(statuses)} hosts report"),
+        hint=f"`aiocoord config status --path {board.path.removesuffix('-status')}` shows them",
+    )
+
+
 def trigger_main(args: argparse.Namespace) -> int:
     try:
         host, port = parse_address(args.to)
     except ValueError as exc:
         raise UsageError(f"--to: {exc}") from exc
+    _check_wait_options(args)
+    if args.wait_applied is not None and args.path is None:
+        raise UsageError("--wait-applied needs --path (the agent's config history path)")
     tls = None
     if args.tls_ca or args.tls_cert:
         tls = tls_context(ssl.Purpose.SERVER_AUTH, ca=args.tls_ca, cert=args.tls_cert,
@@ -173,6 +229,14 @@ def trigger_main(args: argparse.Namespace) -> int:
         print_json({"version": version})
     else:
         print(version)
+    if args.wait_applied is not None:
+        sys.stdout.flush()  # the version first, whatever the wait brings
+
+        async def wait() -> None:
+            async with session(args) as zk:
+                await _wait_applied(args, aiocoord.ConfigStore(zk, args.path).status, version)
+
+        anyio.run(wait)
     return 0
 
 
@@ -203,6 +267,9 @@ async def _config(args: argparse.Namespace, data: bytes) -> int:
                 print_json({"version": name})
             else:
                 print(name)
+            if args.wait_applied is not None:
+                sys.stdout.flush()
+                await _wait_applied(args, store.status, name)
         elif args.action == "current":
             current = await store.current()
             if current is None:
@@ -254,6 +321,8 @@ async def _config(args: argparse.Namespace, data: bytes) -> int:
 
 def config_main(args: argparse.Namespace) -> int:
     data = b""
+    if args.action in ("publish", "rollback"):
+        _check_wait_options(args)
     if args.action == "publish":
         data = read_data_argument(args.data)
         if not data.strip() and not args.allow_empty:

@@ -1,5 +1,6 @@
 """The recipes' shared primitives: which errors a retry after reconnecting cures, a one-shot
-watch wakeup, a latest-wins value, a session-listener scope, holding an ephemeral node that a
+watch wakeup, a latest-wins value, a session-listener scope, the re-reads behind a watch-fed view
+of one node (``Rereads``), holding an ephemeral node that a
 previous session of ours may still hold, and a fenced hold on a node (a term of leadership, a held
 lock) with its fencing token and ``guard(ops)``. (Deletes owed after a blip are the client's:
 ``Client.delete_ephemeral``.)"""
@@ -14,8 +15,9 @@ from typing import ClassVar, Generic, TypeVar
 
 import anyio
 
-from ..transport.client import Client
+from ..transport.client import Client, Watcher
 from ..transport.errors import (
+    ClientClosed,
     ConnectionLoss,
     CoordError,
     MultiFailed,
@@ -23,7 +25,15 @@ from ..transport.errors import (
     RequestTimeout,
     SessionExpired,
 )
-from ..transport.types import Op, OpResult, SessionEvent, WatchEvent, ZnodeStat
+from ..transport.types import (
+    EventType,
+    Op,
+    OpResult,
+    SessionEvent,
+    SessionState,
+    WatchEvent,
+    ZnodeStat,
+)
 
 #: errors after which the recipes wait for the session and try again
 RETRYABLE = (ConnectionLoss, RequestTimeout, SessionExpired)
@@ -111,6 +121,35 @@ class Latest(Generic[T]):
         raise anyio.EndOfStream
 
 
+async def wait_watched(
+    client: Client, path: str, woken: Wakeup, watcher: Watcher | None = None
+) -> None:
+    """Wait until ``woken`` is set (by ``watcher``, default ``woken.watch``: a watch on ``path``
+    the caller set), or the session is back or lost (the caller looks again). The watch is
+    removed however this ends, cancelled too."""
+
+    def on_session(event: SessionEvent) -> None:
+        if event.state in (SessionState.LOST, SessionState.RECONNECTED):
+            woken.set()
+
+    try:
+        with listening(client, on_session):
+            await woken.wait()
+    finally:
+        await unwatch(client, path, watcher or woken.watch)
+
+
+async def unwatch(client: Client, path: str, watcher: Watcher) -> None:
+    """Remove ``watcher`` from ``path`` if it has not fired: shielded, bounded by the session
+    timeout, errors ignored (``NoWatcher``: it fired; a lost connection took the watch along)."""
+    with (
+        anyio.CancelScope(shield=True),
+        anyio.move_on_after(client.negotiated_timeout),
+        contextlib.suppress(CoordError),
+    ):
+        await client.remove_watch(path, watcher)
+
+
 @contextlib.contextmanager
 def listening(client: Client, listener: Callable[[SessionEvent], object]) -> Iterator[None]:
     """``listener`` receives the client's session events while the block runs."""
@@ -119,6 +158,92 @@ def listening(client: Client, listener: Callable[[SessionEvent], object]) -> Ite
         yield
     finally:
         client.remove_listener(listener)
+
+
+class Rereads(Generic[T]):
+    """The reads behind a watch-fed view of one node (a data or children watch, a config feed):
+    ``await rereads.next()`` returns what ``read(watch)`` returns, read afresh once something
+    asked for it since the last read: the first call, a watch that ``read`` set firing, the
+    session coming back. A burst of asks costs one read (latest wins).
+
+    RECONNECTED asks for a re-check. LOST asks nothing by itself (the ended watches' EXPIRED
+    events are ignored): the CONNECTED of the new session asks, and that read sets the watches
+    again on the new session, so a change made meanwhile (a node deleted and re-created
+    included) is seen. Errors a reconnect cures are retried once the session is back.
+
+    ``stale`` is True until the first read, and from SUSPENDED or LOST until a read asked after
+    the session came back has been answered. ``next()`` raises ``anyio.EndOfStream`` once the
+    block is left or the client closed. Leaving the block removes the listener and the watches
+    on ``path`` (shielded, bounded).
+    """
+
+    def __init__(
+        self,
+        client: Client,
+        path: str,
+        read: Callable[[Watcher], Awaitable[T]],
+        log: logging.Logger,
+    ) -> None:
+        self._client = client
+        self.path = path
+        self._read = read
+        self._log = log
+        self.stale = True
+        #: counts what asked for a read (the first read, watch and session events)
+        self._asks = Latest(1)
+        self._answered = 0  # the count the last completed read was asked by
+        self._listening = contextlib.ExitStack()
+
+    async def __aenter__(self) -> Rereads[T]:
+        self._listening.enter_context(listening(self._client, self._on_session))
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._asks.close()
+        self._listening.close()
+        with (
+            anyio.CancelScope(shield=True),
+            anyio.move_on_after(2),
+            contextlib.suppress(CoordError),
+        ):
+            await self._client.remove_watch(self.path, self._on_watch)
+
+    def _ask(self) -> None:
+        self._asks.publish(self._asks.value + 1)
+
+    def _on_watch(self, event: WatchEvent) -> None:
+        if event.type is not EventType.NONE:  # NONE: the session ended; its successor asks
+            self._ask()
+
+    def _on_session(self, event: SessionEvent) -> None:
+        if event.state in (SessionState.SUSPENDED, SessionState.LOST):
+            if not self.stale:
+                self._log.info("%s: view stale (session %s)", self.path, event.state.value)
+            self.stale = True
+        if event.state in (SessionState.RECONNECTED, SessionState.CONNECTED):
+            self._ask()
+        elif event.state is SessionState.CLOSED:
+            self._asks.close()
+
+    async def next(self) -> T:
+        """The result of a read asked for since the last one (waiting for an ask)."""
+        client = self._client
+        while True:
+            ask = await self._asks.wait_newer(self._answered)
+            try:
+                await client.wait_connected()
+                session = client.session_id
+                value = await self._read(self._on_watch)
+            except ClientClosed:
+                raise anyio.EndOfStream from None
+            except RETRYABLE as exc:
+                self._log.debug("%s: re-reading after %s", self.path, exc)
+                await anyio.sleep(0.05)
+                continue
+            self._answered = ask
+            if client.session_id == session and client.state.live:
+                self.stale = False
+            return value
 
 
 async def hold_ephemeral(
@@ -190,6 +315,13 @@ class Fenced:
             self._log.warning("%s of %s ends: %s", self.holding, self.path, reason)
         if self._scope is not None:
             self._scope.cancel()
+
+    def _release(self) -> None:
+        """Ended by its holder, who deletes the node next: the watch firing on that delete is
+        expected, not a loss (so no round trip to remove the watch before the delete)."""
+        if self.lost is None:
+            self.lost = "released"
+        self._scope = None
 
     def _on_node_event(self, event: WatchEvent) -> None:
         # deleted, rewritten, or its session gone: guard() would fail from now on

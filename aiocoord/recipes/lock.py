@@ -47,7 +47,7 @@ from ..transport.client import Client
 from ..transport.errors import CoordError, NodeExists, NoNode
 from ..transport.paths import validate_path
 from ..transport.types import SessionEvent, SessionState
-from ._session import RETRYABLE, Fenced, Wakeup, hold_ephemeral, listening, withdraw
+from ._session import RETRYABLE, Fenced, Wakeup, hold_ephemeral, wait_watched, withdraw
 
 __all__ = [
     "Lock",
@@ -167,14 +167,10 @@ class _Holder:
         """Release at once (the node is deleted; owed to the session when the reply is lost).
         A no-op when not held."""
         hold, self._hold = self._hold, None
+        if hold is not None:
+            self._client.remove_listener(self._on_session)
+            hold._release()  # its watch fires on the delete: no round trip to remove it first
         with anyio.CancelScope(shield=True):
-            if hold is not None:
-                self._client.remove_listener(self._on_session)
-                with (
-                    contextlib.suppress(CoordError),
-                    anyio.move_on_after(self._client.negotiated_timeout),
-                ):
-                    await self._client.remove_watch(hold.path, hold._on_node_event)
             await self._withdraw()
         self._busy = False
 
@@ -200,9 +196,10 @@ class _Holder:
                     scope.cancel()
                 yield hold
         finally:
+            lost = hold.lost
             await self.release()
-        if hold.lost is not None:
-            raise LockLost(hold.lost)
+        if lost is not None:
+            raise LockLost(lost)
 
     async def __aenter__(self) -> LockHold:
         """Acquire; the block runs while held and is cancelled when the hold ends (then
@@ -293,8 +290,11 @@ class Lock(_Holder):
                 await client.wait_connected()
                 node = await self._ensure_node()
                 name = node.rsplit("/", 1)[1]
-                children = await client.children(self.path)
-                if name not in children:
+                try:
+                    children = await client.children(self.path)
+                except NoNode:
+                    children = []  # the lock's path deleted (our node with it): as kazoo does,
+                if name not in children:  # contend again on a new one
                     self._node = None  # deleted under us (or its session lost): create again
                     continue
                 ahead = predecessor(name, children, self.node_name, self.conflicts)
@@ -308,23 +308,15 @@ class Lock(_Holder):
                 log.info("%s: contending again after %s", self.path, exc)
 
     async def _wait_gone(self, path: str) -> None:
-        """Wait until ``path`` changes (is deleted, mostly) or the session is lost or back."""
-        client = self._client
+        """Wait until ``path`` changes (is deleted, mostly) or the session is lost or back; no
+        watch is left behind, cancelled too."""
         woken = Wakeup()
-
-        def on_session(event: SessionEvent) -> None:
-            if event.state in (SessionState.LOST, SessionState.RECONNECTED):
-                woken.set()
-
         try:
-            await client.get(path, watch=woken.watch)  # (a NoNode reply leaves no watch)
+            await self._client.get(path, watch=woken.watch)  # (a NoNode reply leaves no watch)
         except NoNode:
             return
-        with listening(client, on_session):
-            await woken.wait()
+        await wait_watched(self._client, path, woken)
         self._wakeups += 1
-        with contextlib.suppress(CoordError):  # when woken by the session, not the watch
-            await client.remove_watch(path, woken.watch)
 
 
 class WriteLock(Lock):
@@ -409,7 +401,9 @@ class Semaphore(_Holder):
         while gate.held:
             changed = Wakeup()
             leases = await client.children(self.path, watch=changed.watch)
-            if len(leases) < self.max_leases:
+            # our own lease there: made in an earlier round whose gate hold ended (a blip)
+            # before it was taken; it must not count against us (with one lease: forever)
+            if self._lease.rsplit("/", 1)[1] in leases or len(leases) < self.max_leases:
                 with contextlib.suppress(CoordError):
                     await client.remove_watch(self.path, changed.watch)
                 with anyio.CancelScope(shield=True):  # a node made is a node we know to delete

@@ -17,12 +17,14 @@ from aiocoord import (
     ConfigFeed,
     ConfigStore,
     ConfigVersion,
+    HostStatus,
     NoNode,
     SessionFeed,
     SessionState,
+    StatusBoard,
     watch_node,
 )
-from aiocoord.testing import TcpProxy, ZooKeeperServer, expire_session
+from aiocoord.testing import TcpProxy, ZooKeeperServer, expire_session, four_letter_word
 from tests.helpers import eventually, wait_state
 
 PATH = "/Applications/NginxConf"
@@ -286,3 +288,75 @@ async def test_kazoo_children_watch_sees_versions_published_by_aiocoord(
     finally:
         kazoo.stop()
         kazoo.close()
+
+
+async def test_wait_applied_counts_hosts_on_the_version_or_a_newer_one(
+    zk_server: ZooKeeperServer, zk: Client
+) -> None:
+    store = ConfigStore(zk, PATH)
+    board = store.status
+    await board.report("web-1", "conf-0000000001", ok=True)
+    async with Client(zk_server.hosts, namespace=zk.namespace) as waiter_zk:
+        waiting = ConfigStore(waiter_zk, PATH).status
+        done: list[HostStatus] = []
+
+        async def wait() -> None:
+            done.extend(await waiting.wait_applied("conf-0000000002", 2))
+
+        with anyio.fail_after(20):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(wait)
+                await board.report("web-1", "conf-0000000002", ok=True)
+                await board.report("web-2", "conf-0000000002", ok=False, error="nginx -t failed")
+                await settle_watches(zk, waiter_zk)
+                assert not done  # a failed apply is not applied
+                await board.report("web-2", "conf-0000000003", ok=True)  # a newer one counts
+        assert [(s.host, s.version) for s in done] == [
+            ("web-1", "conf-0000000002"),
+            ("web-2", "conf-0000000003"),
+        ]
+        statuses = await board.read()
+        assert [s.host for s in StatusBoard.behind(statuses, "conf-0000000004")] == [
+            "web-1",
+            "web-2",
+        ]
+        # nothing left watched by the waiter, returned or cancelled
+        assert not watched_by(zk_server, waiter_zk)
+        with anyio.move_on_after(0.5):
+            await waiting.wait_applied("conf-0000000009", 1)
+        assert not watched_by(zk_server, waiter_zk)
+
+
+async def test_wait_applied_reads_again_after_its_session_was_lost(
+    zk_server: ZooKeeperServer, zk: Client
+) -> None:
+    board = ConfigStore(zk, PATH).status
+    async with Client(zk_server.hosts, namespace=zk.namespace, session_timeout=4) as waiter_zk:
+        waiting = ConfigStore(waiter_zk, PATH).status
+        with anyio.fail_after(20):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(waiting.wait_applied, "conf-0000000001", 1)
+                await settle_watches(zk, waiter_zk)
+                await expire_session(waiter_zk)  # its watches go with the session
+                await waiter_zk.wait_connected()
+                await board.report("web-1", "conf-0000000001", ok=True)
+
+
+async def settle_watches(*clients: Client) -> None:
+    """Every read of these clients sent so far is answered (their watches are set)."""
+    for client in clients:
+        await client.sync("/")
+        await client.exists("/")
+
+
+def watched_by(server: ZooKeeperServer, client: Client) -> list[str]:
+    """The paths the server watches for ``client``'s session."""
+    session = f"0x{client.session_id:x}"
+    host, port = server.hosts.split(":")
+    out, path = [], ""
+    for line in four_letter_word(host, int(port), "wchp").splitlines():
+        if line.startswith("/"):
+            path = line.strip()
+        elif line.strip() == session:
+            out.append(path)
+    return out

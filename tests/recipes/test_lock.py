@@ -4,12 +4,15 @@ holder, session expiry, cancellation and a lost create reply."""
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -28,11 +31,15 @@ from aiocoord import (
     WriteLock,
 )
 from aiocoord.recipes.lock import predecessor
-from aiocoord.testing import ZooKeeperServer, expire_session
+from aiocoord.testing import TcpProxy, ZooKeeperServer, expire_session
 from tests.helpers import count_is, eventually, eventually_async, holds, read_line
+from tests.recipes.test_config import watched_by
 from tests.transport.test_protected_create import lose_reply, through_proxy
 
 LOCK_PROCESS = Path(__file__).with_name("lock_process.py")
+#: the holder processes import the tree under test (a worktree, make mutate's copy), not the
+#: installed one
+ENV = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
 NODE = re.compile(r"^_c_[0-9a-f-]{36}-__lock__\d{10}$")
 
 
@@ -57,7 +64,9 @@ def test_predecessor_is_the_nearest_conflicting_node_ahead() -> None:
 
 
 # -- Lock ----------------------------------------------------------------------------------
-async def test_layout_token_contenders_and_release(zk: Client) -> None:
+async def test_layout_token_contenders_and_release(
+    zk: Client, caplog: pytest.LogCaptureFixture
+) -> None:
     lock = Lock(zk, "/locks/db", "me")
     hold = await lock.acquire()
     (name,) = await zk.children("/locks/db")
@@ -70,6 +79,9 @@ async def test_layout_token_contenders_and_release(zk: Client) -> None:
     async with lock as again:
         assert again.token.czxid > hold.token.czxid
     assert await zk.children("/locks/db") == []
+    # a release is not a loss: the watch the delete fires is expected, not reported
+    assert hold.lost == again.lost == "released"
+    assert not [r for r in caplog.records if r.levelname == "WARNING"], caplog.text
 
 
 class Holder:
@@ -147,6 +159,23 @@ async def test_cancel_or_timeout_while_waiting_leaves_no_node(zk: Client) -> Non
         assert await holder.contenders() == ["waiter"]
 
 
+async def test_a_waiter_cancelled_or_timed_out_leaves_no_watch(
+    zk: Client, zk_server: ZooKeeperServer
+) -> None:
+    holder = Lock(zk, "/lock", "holder")
+    await holder.acquire()
+    async with Client(zk_server.hosts, namespace=zk.namespace) as other:
+        waiter = Lock(other, "/lock", "waiter")
+        with pytest.raises(TimeoutError):
+            await waiter.acquire(timeout=0.5)
+        with anyio.move_on_after(0.5):
+            async with waiter:
+                raise AssertionError("not held")  # pragma: no cover
+        await settle(other)
+        assert watched_by(zk_server, other) == []
+    await holder.release()
+
+
 async def test_a_lost_create_reply_leaves_no_orphan(
     zk_server: ZooKeeperServer, namespace: str, zk: Client
 ) -> None:
@@ -207,7 +236,7 @@ async def test_kill_9_of_the_holder_hands_over_after_the_session_timeout(
 ) -> None:
     timeout = 2.0
     cmd = [sys.executable, str(LOCK_PROCESS), zk_server.hosts, zk.namespace, "/lock", "2", "p"]
-    async with await anyio.open_process(cmd) as proc:
+    async with await anyio.open_process(cmd, env=ENV) as proc:
         try:
             assert proc.stdout is not None
             assert (await read_line(proc.stdout, 20)).startswith("held")
@@ -227,6 +256,120 @@ async def test_kill_9_of_the_holder_hands_over_after_the_session_timeout(
                 proc.kill()
             await proc.wait()
     assert took < timeout + 0.2 + 1  # session timeout + a server tick + 1 s
+
+
+@asynccontextmanager
+async def holder_process(
+    zk_server: ZooKeeperServer, zk: Client, path: str, *extra: str
+) -> AsyncIterator[anyio.abc.Process]:
+    """lock_process.py holding ``path`` (2 s session), once it says it holds it."""
+    cmd = [sys.executable, str(LOCK_PROCESS), zk_server.hosts, zk.namespace, path, "2", "p"]
+    async with await anyio.open_process([*cmd, *extra], env=ENV, stderr=None) as proc:
+        try:
+            assert proc.stdout is not None
+            assert (await read_line(proc.stdout, 20)).startswith("held")
+            yield proc
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+            await proc.wait()
+
+
+@pytest.mark.parametrize("leases", [0, 1], ids=["lock", "semaphore"])
+async def test_a_sigstopped_holder_past_its_timeout_is_fenced_when_it_resumes(
+    zk: Client, zk_server: ZooKeeperServer, leases: int
+) -> None:
+    await zk.create("/fenced", b"")
+    path = "/sem" if leases else "/lock"
+    async with holder_process(zk_server, zk, path, str(leases), "/fenced") as proc:
+        assert proc.stdout is not None
+        await eventually_async(lambda: fenced_is(zk, b"p"), 10)
+        waiter = Semaphore(zk, path, "next", max_leases=1) if leases else Lock(zk, path, "next")
+        proc.send_signal(signal.SIGSTOP)
+        try:
+            hold = await waiter.acquire(timeout=15)  # the paused holder's session expired
+            await hold.guard([Op.set_data("/fenced", b"next")])
+        finally:
+            proc.send_signal(signal.SIGCONT)
+        # resumed: its block is cancelled, and a write it still makes through the hold is refused
+        assert (await read_line(proc.stdout, 15)).startswith("lost")
+        assert (await read_line(proc.stdout, 15)).strip() == "late write refused"
+        assert await fenced_is(zk, b"next") and waiter.held
+        await waiter.release()
+
+
+async def test_kill_9_of_a_semaphore_lease_holder_frees_its_lease(
+    zk: Client, zk_server: ZooKeeperServer
+) -> None:
+    async with holder_process(zk_server, zk, "/sem", "1") as proc:
+        assert await zk.children("/sem") != []
+        waiter = Semaphore(zk, "/sem", "next", max_leases=1)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(waiter.acquire)
+            await settle(zk)
+            await holds(lambda: not waiter.held)
+            proc.kill()
+            await eventually(lambda: waiter.held, 15)
+        assert await waiter.lease_holders() == ["next"]
+        await waiter.release()
+    assert await zk.children("/sem") == []
+
+
+class _LosesTheLeaseReply(Client):
+    """A client whose replies are held back from the moment it first creates a lease node."""
+
+    proxy: TcpProxy
+    stalled = False
+
+    async def create(self, path: str, data: bytes = b"", **kwargs: Any) -> str:
+        if path.startswith("/sem/") and not self.stalled:
+            self.stalled = True
+            self.proxy.stall_replies()
+        return await super().create(path, data, **kwargs)
+
+
+async def test_a_lost_lease_create_reply_leaves_one_lease(
+    zk_server: ZooKeeperServer, namespace: str, zk: Client
+) -> None:
+    with TcpProxy.to(zk_server.hosts) as proxy:
+        client = _LosesTheLeaseReply(proxy.address, namespace=namespace, session_timeout=20)
+        client.proxy = proxy
+        async with client:
+            # one lease: the one it made itself must not count against it when it goes on
+            # after the gate's hold ended with the connection
+            sem = Semaphore(client, "/sem", "blip", max_leases=1)
+            session = client.session_id
+            with anyio.fail_after(30):
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(sem.acquire)
+                    await eventually_async(count_is(zk, "/sem", 1), 10)
+                    proxy.cut()  # the lease was made; its reply is lost with the connection
+                    proxy.resume()
+            assert sem.held and client.session_id == session
+            assert await sem.lease_holders() == ["blip"]  # adopted, not made twice
+            await sem.release()
+    assert await zk.children("/sem") == []
+
+
+async def test_a_waiter_outlives_the_deletion_of_the_lock_path(zk: Client) -> None:
+    """An operator removes the whole lock path (holder's node included) while one waits: the
+    waiter contends again on a new path, as kazoo's does, and is not failed with NoNode."""
+    holder = Lock(zk, "/locks/db", "holder")
+    await holder.acquire()
+    waiter = Lock(zk, "/locks/db", "waiter")
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(waiter.acquire)
+        await eventually(lambda: waiter.node is not None, 5)
+        kids = await zk.children("/locks/db")  # at once (a recursive delete is not atomic)
+        await zk.multi([*(Op.delete(f"/locks/db/{k}") for k in kids), Op.delete("/locks/db")])
+        await eventually(lambda: waiter.held, 10)
+    assert await waiter.contenders() == ["waiter"]
+    await waiter.release()
+    await holder.release()
+
+
+async def fenced_is(zk: Client, data: bytes) -> bool:
+    return (await zk.get("/fenced"))[0] == data
 
 
 # -- kazoo interop -------------------------------------------------------------------------
@@ -345,6 +488,22 @@ async def test_semaphore_leases_and_max_leases_check(zk: Client) -> None:
     await b.release()
     await c.release()
     assert await zk.children("/sem") == []
+
+
+async def test_a_semaphore_waiter_cancelled_or_timed_out_leaves_no_node(zk: Client) -> None:
+    holder = Semaphore(zk, "/sem", "holder", max_leases=1)
+    await holder.acquire()
+    waiter = Semaphore(zk, "/sem", "waiter", max_leases=1)
+    with pytest.raises(TimeoutError):
+        await waiter.acquire(timeout=0.5)
+    with anyio.move_on_after(0.5):
+        async with waiter:
+            raise AssertionError("not held")  # pragma: no cover
+    assert await holder.lease_holders() == ["holder"]
+    assert await zk.children("/sem-__lock__") == []  # nor is its gate lock held or waited for
+    await holder.release()
+    async with waiter:
+        assert await holder.lease_holders() == ["waiter"]
 
 
 async def test_semaphore_shared_with_kazoo(zk: Client, zk_server: ZooKeeperServer) -> None:

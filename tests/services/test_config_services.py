@@ -286,6 +286,47 @@ async def test_trigger_and_config_commands(zk_server: ZooKeeperServer, zk: Clien
     assert out.returncode == 1 and "no version conf-0000000099" in out.stderr
 
 
+async def test_wait_applied_waits_for_the_hosts_and_names_those_behind(
+    zk_server: ZooKeeperServer, zk: Client
+) -> None:
+    port, common = free_port(), zk_args(zk_server, zk)
+    store = ConfigStore(zk, PATH)
+
+    async def web_1_applies_each_version() -> None:
+        async with store.watch() as feed:
+            async for version in feed:
+                await store.status.report("web-1", version.name, ok=True)
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(aiocoord_cmd(*args), capture_output=True, text=True, timeout=60)
+
+    out = run("trigger", "--to", f"127.0.0.1:{port}", "--wait-applied", "1", "ADD", "x")
+    assert out.returncode == 2 and "--wait-applied needs --path" in out.stderr
+    async with (
+        service("agent", *common, "--path", PATH, "--listen", f"127.0.0.1:{port}"),
+        anyio.create_task_group() as tg,
+    ):
+        tg.start_soon(web_1_applies_each_version)
+        trigger = ["trigger", "--to", f"127.0.0.1:{port}", *common, "--path", PATH]
+        with anyio.fail_after(30):
+            while (out := await anyio.to_thread.run_sync(
+                lambda: run(*trigger, "--wait-applied", "1", "ADD", "first")
+            )).returncode:  # fmt: skip
+                assert out.returncode == 2, out.stderr  # not listening yet
+                await anyio.sleep(0.2)
+        assert out.stdout.strip() == "conf-0000000000"
+        assert "conf-0000000000 applied on 1 hosts: web-1" in out.stderr
+        await store.status.report("web-2", "conf-0000000000", ok=False, error="nginx -t failed")
+        publish = ["config", "publish", *common, "--path", PATH, "--wait-timeout", "1"]
+        out = await anyio.to_thread.run_sync(lambda: run(*publish, "--wait-applied", "2", "b"))
+        assert out.returncode == 1 and out.stdout.strip() == "conf-0000000001", out.stderr
+        assert (
+            "conf-0000000001 applied on 1 of 2 hosts within 1s; "
+            "behind: web-2 (conf-0000000000: nginx -t failed)"
+        ) in out.stderr
+        tg.cancel_scope.cancel()
+
+
 # -- app + nginx -------------------------------------------------------------------------------
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 

@@ -23,11 +23,11 @@ from typing import Self
 
 import anyio
 
-from ...transport.client import Client
-from ...transport.errors import ClientClosed, CoordError, NoNode
+from ...transport.client import Client, Watcher
 from ...transport.paths import validate_path
-from ...transport.types import SessionEvent, SessionState, WatchEvent, ZnodeStat
-from .._session import RETRYABLE, Latest, listening
+from ...transport.types import ZnodeStat
+from .._session import Rereads
+from ..watchers import read_data
 
 __all__ = ["ConfigFeed", "ConfigVersion", "watch_node"]
 
@@ -59,15 +59,12 @@ async def watch_node(client: Client, path: str) -> AsyncIterator[ConfigFeed]:
     nothing until it is created again."""
     validate_path(path)
 
-    async def read(watch: Callable[[WatchEvent], object]) -> ConfigVersion | None:
-        while True:
-            try:
-                data, stat = await client.get(path, watch=watch)
-            except NoNode:
-                if await client.exists(path, watch=watch) is None:
-                    return None
-                continue
-            return ConfigVersion(path, stat.mzxid, data, stat.mzxid, stat)
+    async def read(watch: Watcher) -> ConfigVersion | None:
+        node = await read_data(client, path, watch)
+        if node is None:
+            return None
+        data, stat = node
+        return ConfigVersion(path, stat.mzxid, data, stat.mzxid, stat)
 
     async with ConfigFeed(client, read, path) as feed:
         yield feed
@@ -84,73 +81,33 @@ class ConfigFeed:
     def __init__(
         self,
         client: Client,
-        read: Callable[[Callable[[WatchEvent], object]], Awaitable[ConfigVersion | None]],
+        read: Callable[[Watcher], Awaitable[ConfigVersion | None]],
         path: str,
     ) -> None:
-        self._client = client
-        self._read = read
         self.path = path
-        self.stale = True
         self.last: ConfigVersion | None = None
-        #: counts what asks for a read (the first read, watch and session events): a burst of
-        #: them costs one read
-        self._changes = Latest(1)
-        self._covered = 0  # the count the last completed read was asked by
-        self._listening = contextlib.ExitStack()
+        self._rereads = Rereads(client, path, read, log)
+
+    @property
+    def stale(self) -> bool:
+        return self._rereads.stale
 
     async def __aenter__(self) -> Self:
-        self._listening.enter_context(listening(self._client, self._on_session))
+        await self._rereads.__aenter__()
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        self._changes.close()
-        self._listening.close()
-        with (
-            anyio.CancelScope(shield=True),
-            anyio.move_on_after(2),
-            contextlib.suppress(CoordError),
-        ):
-            await self._client.remove_watch(self.path, self._on_watch)
-
-    def _poke(self) -> None:
-        self._changes.publish(self._changes.value + 1)
-
-    def _on_watch(self, _event: WatchEvent) -> None:
-        self._poke()
-
-    def _on_session(self, event: SessionEvent) -> None:
-        if event.state in (SessionState.SUSPENDED, SessionState.LOST):
-            if not self.stale:
-                log.info("%s: config view stale (session %s)", self.path, event.state.value)
-            self.stale = True
-        if event.state in (SessionState.RECONNECTED, SessionState.CONNECTED):
-            self._poke()
-        elif event.state is SessionState.CLOSED:
-            self._changes.close()
+        await self._rereads.__aexit__(*exc_info)
 
     def __aiter__(self) -> Self:
         return self
 
     async def __anext__(self) -> ConfigVersion:
-        client = self._client
         while True:
             try:
-                change = await self._changes.wait_newer(self._covered)
+                version = await self._rereads.next()
             except anyio.EndOfStream:
                 raise StopAsyncIteration from None
-            try:
-                await client.wait_connected()
-                session = client.session_id
-                version = await self._read(self._on_watch)
-            except ClientClosed:
-                raise StopAsyncIteration from None
-            except RETRYABLE as exc:
-                log.debug("%s: re-reading after %s", self.path, exc)
-                await anyio.sleep(0.05)
-                continue
-            self._covered = change
-            if client.session_id == session and client.state.live:
-                self.stale = False
             if version is not None and (self.last is None or version.zxid > self.last.zxid):
                 self.last = version
                 return version
