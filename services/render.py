@@ -3,7 +3,7 @@ stores, znodes, the healthy instances of services), then check, replace and relo
 
 A small TOML file lists the templates and the data each one uses::
 
-    host = "web-1"                 # this host's name in the status nodes (default: --id, else
+    host = "web-1"                 # this host's name in the status nodes (--id wins; default:
                                    # the hostname)
     wait = { min = 0.5, max = 2 }  # seconds: render once changes stop for min, or max after
                                    # the first change while they keep coming
