@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import subprocess
 import time
 import urllib.error
@@ -518,3 +519,36 @@ async def test_after_a_lost_session_the_file_follows_and_the_status_is_written_a
 
 async def has(read: Callable[[], Awaitable[object]], value: object) -> bool:
     return await read() == value
+
+
+def test_once_gives_the_file_the_configured_mode(
+    zk_server: ZooKeeperServer, zk: Client, tmp_path: Path
+) -> None:
+    (tmp_path / "t.j2").write_text("{{ host.id }} in {{ env.RENDER_TEST_DC }}\n")
+    config = tmp_path / "render.toml"
+    config.write_text(
+        '[[template]]\nsource = "t.j2"\ndestination = "out.conf"\nmode = 0o640\n'
+        'env = ["RENDER_TEST_DC", "RENDER_TEST_UNSET"]\n'
+    )
+    cmd = aiocoord_cmd("render", *zk_args(zk_server, zk), "--once", str(config), "--id", "h7")
+    env = {**os.environ, "RENDER_TEST_DC": "eu-1", "RENDER_TEST_SECRET": "x"}
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode == 0, done.stderr
+    out = tmp_path / "out.conf"
+    assert out.read_text() == "h7 in eu-1\n"
+    assert stat.S_IMODE(out.stat().st_mode) == 0o640
+
+
+def test_a_template_reads_only_the_environment_variables_it_names(tmp_path: Path) -> None:
+    (tmp_path / "t.j2").write_text("{{ env.RENDER_TEST_SECRET }}")
+    (tmp_path / "render.toml").write_text(
+        '[[template]]\nsource = "t.j2"\ndestination = "out.conf"\nenv = ["RENDER_TEST_DC"]\n'
+    )
+    config = render.load_config(tmp_path / "render.toml")
+    (spec,) = config.templates
+    inputs = render.Inputs({}, {})
+    environ = {"RENDER_TEST_DC": "eu-1", "RENDER_TEST_SECRET": "hunter2"}
+    context = render.template_context(spec, inputs, "h", environ)
+    with pytest.raises(render.RenderError, match="UndefinedError") as caught:
+        render.render(render.template_environment(config), spec, context)
+    assert "hunter2" not in str(caught.value)
