@@ -658,7 +658,7 @@ M = [
     ),
     (
         "app restores only after a failed command",
-        "services/app.py",
+        "services/applier.py",
         "            if replaced and not done:",
         '            if replaced and not done and isinstance(__import__("sys").exception(), ApplyFailed):',
         [
@@ -668,7 +668,7 @@ M = [
     ),
     (
         "app restored file not reloaded after a cancelled reload",
-        "services/app.py",
+        "services/applier.py",
         "                if reloading and commands.reload:",
         "                if False:",
         [
@@ -678,7 +678,7 @@ M = [
     ),
     (
         "app reload of the restored file not shielded",
-        "services/app.py",
+        "services/applier.py",
         "                    with anyio.CancelScope(shield=True):\n                        await self._reload_restored(env)",
         "                    with anyio.CancelScope():\n                        await self._reload_restored(env)",
         [
@@ -688,7 +688,7 @@ M = [
     ),
     (
         "app restore loses the mode",
-        "services/app.py",
+        "services/applier.py",
         "            _write_synced(tmp, previous, mode, _kept_owner(previous_stat))",
         "            _write_synced(tmp, previous)",
         [
@@ -698,7 +698,7 @@ M = [
     ),
     (
         "app crash copy not put back at start",
-        "services/app.py",
+        "services/applier.py",
         "                _replace(self.backup, self.out)\n",
         "                pass\n",
         [
@@ -708,7 +708,7 @@ M = [
     ),
     (
         "app keeps no crash copy",
-        "services/app.py",
+        "services/applier.py",
         "            and verified.sha256 == _sha256(previous)\n",
         "            and False\n",
         [
@@ -718,7 +718,7 @@ M = [
     ),
     (
         "app leaves a crash's temporary files",
-        "services/app.py",
+        "services/applier.py",
         "                (self.out.parent / name).unlink(missing_ok=True)",
         "                pass",
         [
@@ -728,7 +728,7 @@ M = [
     ),
     (
         "app takes bytes in place for held without a record",
-        "services/app.py",
+        "services/applier.py",
         "        if previous == version.data and verified is not None and verified.sha256 == sha256:",
         "        if previous == version.data:",
         [
@@ -738,7 +738,7 @@ M = [
     ),
     (
         "app trusts a record of other bytes",
-        "services/app.py",
+        "services/applier.py",
         "            self.verified = None\n        self.backup.unlink(missing_ok=True)",
         "        self.backup.unlink(missing_ok=True)",
         [
@@ -748,28 +748,28 @@ M = [
     ),
     (
         "app resets the mode",
-        "services/app.py",
+        "services/applier.py",
         "            mode = stat.S_IMODE(previous.st_mode) if previous is not None else o.new_mode",
         "            mode = o.new_mode",
         [S + "test_config_services.py::test_app_keeps_the_mode_and_owner_of_the_file_or_sets_them"],
     ),
     (
         "app drops the owner",
-        "services/app.py",
+        "services/applier.py",
         "        kept = _kept_owner(previous)",
         "        kept = None",
         [S + "test_config_services.py::test_app_keeps_the_mode_and_owner_of_the_file_or_sets_them"],
     ),
     (
         "app --mode ignored",
-        "services/app.py",
+        "services/applier.py",
         "        if o.mode is not None:\n            mode = o.mode",
         "        if False:\n            mode = o.mode",
         [S + "test_config_services.py::test_app_keeps_the_mode_and_owner_of_the_file_or_sets_them"],
     ),
     (
         "app --owner ignored",
-        "services/app.py",
+        "services/applier.py",
         "        if o.uid is not None or o.gid is not None:  # --owner: always (a failure fails the apply)",
         "        if False:",
         [S + "test_config_services.py::test_app_keeps_the_mode_and_owner_of_the_file_or_sets_them"],
@@ -2124,6 +2124,146 @@ M = [
         "if sum(1 for m in members if m != READY) >= self.num_clients:",
         "if sum(1 for m in members if m != READY) > self.num_clients:",
         ["tests/recipes/test_barrier.py::test_double_barrier_layout_enter_together_leave_together"],
+    ),
+    (
+        "render zero-healthy guard",
+        "services/render.py",
+        "        if not s.allow_empty and not any(i.enabled for i in instances):",
+        "        if False:",
+        [
+            "tests/services/test_render.py::test_nginx_upstream_follows_registrations_and_health_and_never_a_broken_file",
+            "tests/services/test_render.py::test_once_renders_applies_and_fails_without_touching_the_file",
+        ],
+    ),
+    (
+        "render undefined is lax",
+        "services/render.py",
+        "        undefined=jinja2.StrictUndefined,",
+        "        undefined=jinja2.Undefined,",
+        [
+            "tests/services/test_render.py::test_the_sandbox_refuses_escapes_and_typos",
+            "tests/services/test_render.py::test_nginx_upstream_follows_registrations_and_health_and_never_a_broken_file",
+        ],
+    ),
+    (
+        "render without the sandbox",
+        "services/render.py",
+        "    environment = ImmutableSandboxedEnvironment(",
+        "    environment = jinja2.Environment(",
+        [
+            "tests/services/test_render.py::test_the_sandbox_refuses_escapes_and_typos",
+            "tests/services/test_render.py::test_an_escaping_template_never_writes_its_file",
+        ],
+    ),
+    (
+        "render sandbox not immutable",
+        "services/render.py",
+        "    environment = ImmutableSandboxedEnvironment(",
+        "    environment = __import__('jinja2.sandbox').sandbox.SandboxedEnvironment(",
+        ["tests/services/test_render.py::test_the_sandbox_refuses_escapes_and_typos"],
+    ),
+    (
+        "render loader reads files",
+        "services/render.py",
+        "        loader=jinja2.DictLoader(dict(config.texts)),",
+        '        loader=jinja2.ChoiceLoader([jinja2.DictLoader(dict(config.texts)), jinja2.FileSystemLoader("/")]),',
+        ["tests/services/test_render.py::test_the_sandbox_refuses_escapes_and_typos"],
+    ),
+    (
+        "render quiescence without max",
+        "services/render.py",
+        "        with anyio.move_on_at(min(last + wait.min, first + wait.max)) as quiet:",
+        "        with anyio.move_on_at(last + wait.min) as quiet:",
+        ["tests/services/test_render.py::test_quiesce_renders_after_max_while_changes_keep_coming"],
+    ),
+    (
+        "render quiescence without min",
+        "services/render.py",
+        "        with anyio.move_on_at(min(last + wait.min, first + wait.max)) as quiet:",
+        "        with anyio.move_on_at(last) as quiet:",
+        ["tests/services/test_render.py::test_quiesce_renders_once_changes_stop_for_min"],
+    ),
+    (
+        "render unknown keys ignored",
+        "services/render.py",
+        "        if self.raw:\n            raise ConfigFileError(",
+        "        if False:\n            raise ConfigFileError(",
+        [
+            "tests/services/test_render.py::test_a_bad_config_file_is_one_line_naming_the_key_exit_2_before_any_session"
+        ],
+    ),
+    (
+        "render --once exits 0 on failure",
+        "services/render.py",
+        "    if errors:\n        raise CommandError(",
+        "    if False:\n        raise CommandError(",
+        [
+            "tests/services/test_render.py::test_once_renders_applies_and_fails_without_touching_the_file"
+        ],
+    ),
+    (
+        "render --dry-run applies",
+        "services/render.py",
+        "_dry_run if args.dry_run else _once",
+        "_once",
+        ["tests/services/test_render.py::test_dry_run_prints_the_diff_and_changes_nothing"],
+    ),
+    (
+        "render --dry-run writes no diff",
+        "services/render.py",
+        "        sys.stdout.writelines(",
+        "        (lambda _: None)(",
+        ["tests/services/test_render.py::test_dry_run_prints_the_diff_and_changes_nothing"],
+    ),
+    (
+        "render retries a failed render on every change",
+        "services/render.py",
+        "        if version.name == self.failed:",
+        "        if False:",
+        [
+            "tests/services/test_render.py::test_each_template_reports_its_own_status_and_a_failed_render_is_not_retried"
+        ],
+    ),
+    (
+        "render reports no status",
+        "services/render.py",
+        "        if self.reporter is not None:\n            await self.reporter.report(version, ok, error)",
+        "        if False:\n            await self.reporter.report(version, ok, error)",
+        [
+            "tests/services/test_render.py::test_each_template_reports_its_own_status_and_a_failed_render_is_not_retried"
+        ],
+    ),
+    (
+        "render ready before anything is rendered",
+        "services/render.py",
+        "    if waiting:\n",
+        "    if False:\n",
+        ["tests/services/test_render.py::test_render_is_ready_once_every_file_holds_a_render"],
+    ),
+    (
+        "render status not written again after a lost session",
+        "services/render.py",
+        "                tg.start_soon(each.reporter.keep)  # written again on a new session",
+        "                pass",
+        [
+            "tests/services/test_render.py::test_after_a_lost_session_the_file_follows_and_the_status_is_written_again"
+        ],
+    ),
+    (
+        "render mode ignored",
+        "services/render.py",
+        '            f"{mode:o}" if isinstance(mode, int) else mode,',
+        "            None,",
+        ["tests/services/test_render.py::test_once_gives_the_file_the_configured_mode"],
+    ),
+    (
+        "render exposes the whole environment",
+        "services/render.py",
+        '        "env": {name: environ[name] for name in spec.env if name in environ},',
+        '        "env": dict(environ),',
+        [
+            "tests/services/test_render.py::test_a_template_reads_only_the_environment_variables_it_names"
+        ],
     ),
 ]
 
