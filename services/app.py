@@ -15,10 +15,12 @@ For each version the watch yields (newest first seen, never an older one):
 A broken config is never left in place over a working one: the previous file goes back on every
 way out of an apply, SIGTERM during a command included. ``.<name>.aiocoord`` beside the file
 records the version it holds verified (checked and reloaded), and during an apply
-``.<name>.aiocoord.previous`` keeps a copy of those bytes: after a crash (kill -9) the copy goes
-back in place at start, and bytes that match no record are checked again, never reported ok as
-"already held". The commands get ``AIOCOORD_CONFIG_FILE``, ``AIOCOORD_CONFIG_NEW`` (the temporary
-file) and ``AIOCOORD_CONFIG_VERSION`` in their environment and run through ``/bin/sh -c``.
+``.<name>.aiocoord.previous`` keeps a copy of the bytes in place, verified or not (``.absent``:
+there were none): after a crash (kill -9) they go back in place at start, and bytes that match
+no record are checked again, never reported ok as "already held". The commands get
+``AIOCOORD_CONFIG_FILE``, ``AIOCOORD_CONFIG_NEW`` (the temporary file) and
+``AIOCOORD_CONFIG_VERSION`` in their environment and run through ``/bin/sh -c`` (``{file}``: the
+temporary file's path, quoted for the shell).
 """
 
 from __future__ import annotations

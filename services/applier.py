@@ -14,9 +14,11 @@
 A broken file is never left in place over a working one: the previous file goes back on every
 way out of an apply, cancellation (SIGTERM) during a command included. ``.<name>.aiocoord``
 beside the file records the version it holds verified (checked and reloaded), and during an
-apply ``.<name>.aiocoord.previous`` keeps a copy of those bytes: after a crash (kill -9)
-``recover()`` puts the copy back in place at start, and bytes that match no record are checked
-again, never taken for "already held". The commands get ``AIOCOORD_CONFIG_FILE``,
+apply ``.<name>.aiocoord.previous`` keeps a copy of the bytes in place, verified or not (or
+``.<name>.aiocoord.absent`` says there were none): after a crash (kill -9) ``recover()`` puts
+them back at start (removes the new file), and bytes that match no record are checked again,
+never taken for "already held". ``{file}`` in a command is the temporary file's path, quoted for
+the shell. The commands get ``AIOCOORD_CONFIG_FILE``,
 ``AIOCOORD_CONFIG_NEW`` (the temporary file) and ``AIOCOORD_CONFIG_VERSION`` in their
 environment and run through ``/bin/sh -c``.
 """
@@ -28,6 +30,7 @@ import hashlib
 import logging
 import os
 import pwd
+import shlex
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -122,37 +125,39 @@ class FileApplier:
         self.ownership = ownership
         self.record = out.with_name(f".{out.name}.aiocoord")
         self.backup = out.with_name(f".{out.name}.aiocoord.previous")
+        #: during an apply over no file: says there was none (a crash then removes the new one)
+        self.absent = out.with_name(f".{out.name}.aiocoord.absent")
         #: what ``out`` holds, checked and reloaded (None: nothing verified yet)
         self.verified: Verified | None = None
 
     # -- start-up --------------------------------------------------------------------------
     def recover(self) -> None:
-        """Read the record, and undo an apply that a crash interrupted: when ``out`` does not
-        hold the verified bytes and the copy of them is there, it goes back in place. Bytes that
-        match no record are never taken for verified: the next apply checks them again."""
+        """Read the record, and undo an apply that a crash interrupted: unless ``out`` holds
+        the verified bytes (the apply was over), what was in place before it goes back (the copy
+        kept during the apply; no file, when there was none), verified or not. Bytes that match
+        no record are never taken for verified: the next apply checks them again."""
         self.verified = self._read_record()
         for name in os.listdir(self.out.parent):  # temporary files of an interrupted apply
             if name.startswith(f".{self.out.name}.") and name.endswith((".new", ".restore")):
                 (self.out.parent / name).unlink(missing_ok=True)
-        if self.verified is None:
-            self.backup.unlink(missing_ok=True)
-            return
-        current = _read_if_exists(self.out)
-        if current is None or _sha256(current[0]) != self.verified.sha256:
+        verified, current = self.verified, _read_if_exists(self.out)
+        if current is None or verified is None or _sha256(current[0]) != verified.sha256:
             saved = _read_if_exists(self.backup)
-            if saved is not None and _sha256(saved[0]) == self.verified.sha256:
+            if saved is not None:
                 _replace(self.backup, self.out)
-                log.warning(
-                    "%s did not hold the verified %s (an apply was interrupted): restored it",
-                    self.out, self.verified.version,
-                )  # fmt: skip
-                return
-            log.warning(
-                "%s does not hold the verified %s and no copy of it is left: its bytes will be "
-                "checked again", self.out, self.verified.version,
-            )  # fmt: skip
-            self.verified = None
+                log.warning("%s: an apply was interrupted: the file it replaced is back", self.out)
+                current = saved
+            elif self.absent.exists() and current is not None:
+                self.out.unlink()
+                log.warning("%s: an apply was interrupted: removed (there was none before)",
+                            self.out)  # fmt: skip
+                current = None
+            if verified is not None and (current is None or _sha256(current[0]) != verified.sha256):
+                log.warning("%s does not hold the verified %s: its bytes will be checked again",
+                            self.out, verified.version)  # fmt: skip
+                self.verified = None
         self.backup.unlink(missing_ok=True)
+        self.absent.unlink(missing_ok=True)
 
     def _read_record(self) -> Verified | None:
         try:
@@ -218,12 +223,9 @@ class FileApplier:
                 raise ApplyFailed(
                     f"cannot give the file mode {mode:o}, owner {owner}: {exc}"
                 ) from exc
-            if (
-                previous is not None
-                and previous_stat is not None
-                and verified is not None
-                and verified.sha256 == _sha256(previous)
-            ):  # a copy of the verified bytes, kept until the apply is over (for a crash)
+            # what is in place (a copy, or a note that there is nothing), kept until the apply is
+            # over: a crash during it is undone at the next start, verified bytes or not
+            if previous is not None and previous_stat is not None:
                 await anyio.to_thread.run_sync(
                     _write_synced,
                     self.backup,
@@ -231,8 +233,11 @@ class FileApplier:
                     stat.S_IMODE(previous_stat.st_mode),
                     _kept_owner(previous_stat),
                 )
+            else:
+                await anyio.to_thread.run_sync(_write_synced, self.absent, b"")
             if commands.check and "{file}" in commands.check:
-                await _run_cmd("check", commands.check.replace("{file}", str(tmp)), env, commands)
+                check = commands.check.replace("{file}", shlex.quote(str(tmp)))
+                await _run_cmd("check", check, env, commands)
             _replace(tmp, out)
             replaced = True
             if commands.check and "{file}" not in commands.check:
@@ -253,6 +258,7 @@ class FileApplier:
                 self.verified = Verified(version.name, sha256)
                 self._write_record(self.verified)
             self.backup.unlink(missing_ok=True)
+            self.absent.unlink(missing_ok=True)
         return True
 
     def _restore(self, previous: bytes | None, previous_stat: os.stat_result | None) -> None:

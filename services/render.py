@@ -7,6 +7,7 @@ A small TOML file lists the templates and the data each one uses::
                                    # the hostname)
     wait = { min = 0.5, max = 2 }  # seconds: render once changes stop for min, or max after
                                    # the first change while they keep coming
+    render_timeout = 10            # seconds one render may take (a template looping for ever)
 
     [[template]]
     source = "upstream.conf.j2"    # relative to the TOML file
@@ -48,6 +49,7 @@ file back before the process exits.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import difflib
 import hashlib
@@ -55,6 +57,7 @@ import logging
 import os
 import socket
 import sys
+import threading
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -63,6 +66,7 @@ from typing import Any
 
 import anyio
 import jinja2
+from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 import aiocoord
@@ -162,6 +166,8 @@ class RenderConfig:
     templates: tuple[TemplateSpec, ...]
     #: template name -> its text (every source the file names, and only those)
     texts: Mapping[str, str] = field(default_factory=dict)
+    #: how long one render may take (seconds) before it fails
+    render_timeout: float = 10.0
 
 
 class _Table:
@@ -189,6 +195,8 @@ class _Table:
             raise ConfigFileError(f"{self.name(key)}: expected {what}, not {value!r}")
         if not isinstance(value, kinds):
             raise ConfigFileError(f"{self.name(key)}: expected {what}, not {value!r}")
+        if isinstance(value, str) and "\0" in value:  # a command would run cut off at it
+            raise ConfigFileError(f"{self.name(key)}: contains a NUL character")
         return value
 
     def done(self) -> None:
@@ -281,6 +289,9 @@ def _template(raw: object, where: str, base_dir: Path, texts: dict[str, str]) ->
         raise ConfigFileError(
             f"{table.name('destination')}: the directory {destination.parent} does not exist"
         )
+    # as the file system knows it ('..' and symlinked directories resolved): two templates
+    # must never write one file under two spellings
+    destination = destination.parent.resolve() / destination.name
     mode = table.take("mode", (str, int), 'an octal mode, e.g. "0644"')
     owner = table.take("owner", str, "USER[:GROUP]")
     try:
@@ -324,9 +335,11 @@ def load_config(path: Path) -> RenderConfig:
         raise ConfigFileError(f"{path}: not valid TOML: {exc}") from None
     table = _Table(raw, "")
     host = table.take("host", str, "a host name")
-    if host is not None and (not host or "/" in host):
-        raise ConfigFileError(f"host: bad host name {host!r}")
+    if host is not None and (problem := host_problem(host)):
+        raise ConfigFileError(f"host: {problem}")
     wait = _wait(table.take("wait", dict, "a table {min, max}", {}), "wait")
+    render_timeout = _seconds(table, "render_timeout", RENDER_TIMEOUT)
+    assert render_timeout is not None
     entries = table.take("template", list, "an array of tables [[template]]", _REQUIRED)
     table.done()
     if not entries:
@@ -343,7 +356,7 @@ def load_config(path: Path) -> RenderConfig:
             if value in seen:
                 raise ConfigFileError(f"template[{i}].{what}: {value} is another template's too")
             seen.add(value)
-    config = RenderConfig(host, wait, templates, texts)
+    config = RenderConfig(host, wait, templates, texts, render_timeout)
     environment = template_environment(config)
     for name in texts:
         try:
@@ -363,11 +376,55 @@ def _from_json(text: str) -> Any:
     return codec.loads(text, what="from_json's text")
 
 
+#: how long one render may take before it is given up (its thread left to end on its own)
+RENDER_TIMEOUT = 10.0
+#: the largest power (in bits) and repeated sequence (in items) a template may compute: one
+#: such operation is one call that holds the interpreter (no timeout can stop it)
+MAX_POWER_BITS = 1 << 20
+MAX_REPEAT = 10_000_000
+
+
+class _Sandbox(ImmutableSandboxedEnvironment):
+    """The immutable sandbox, with ``**`` and ``*`` bounded (and, being intercepted, never
+    folded at compile time): ``{{ 9 ** 9 ** 9 }}`` would freeze the whole process (its
+    session expiring) in one call."""
+
+    intercepted_binops = frozenset({"**", "*"})
+
+    def call_binop(
+        self, context: jinja2.runtime.Context, operator: str, left: Any, right: Any
+    ) -> Any:
+        if operator == "**" and _too_large_power(left, right):
+            raise SecurityError(f"{left} ** {right} is too large to compute")
+        if operator == "*" and (_too_long(left, right) or _too_long(right, left)):
+            raise SecurityError("a sequence repeated beyond 10 million items")
+        return super().call_binop(context, operator, left, right)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _too_large_power(base: Any, exponent: Any) -> bool:
+    if not (_is_int(base) and _is_int(exponent)) or abs(base) < 2 or exponent < 1:
+        return False
+    return bool(base.bit_length() * exponent > MAX_POWER_BITS)
+
+
+def _too_long(seq: Any, times: Any) -> bool:
+    return (
+        isinstance(seq, str | bytes | list | tuple)
+        and _is_int(times)
+        and len(seq) * times > MAX_REPEAT
+    )
+
+
 def template_environment(config: RenderConfig) -> jinja2.Environment:
     """The sandbox the templates run in: immutable (no attribute escapes, no changes to the
-    values), strict undefined (a typo is an error), and a loader holding only the configured
-    sources (an include of anything else is not found; no file is read)."""
-    environment = ImmutableSandboxedEnvironment(
+    values), strict undefined (a typo is an error), ``**`` and ``*`` bounded, and a loader
+    holding only the configured sources (an include of anything else is not found; no file is
+    read)."""
+    environment = _Sandbox(
         loader=jinja2.DictLoader(dict(config.texts)),
         undefined=jinja2.StrictUndefined,
         autoescape=False,
@@ -438,6 +495,38 @@ def render(environment: jinja2.Environment, spec: TemplateSpec, context: dict[st
         raise RenderError(f"{spec.name}: {type(exc).__name__}: {exc}") from exc
 
 
+async def render_bounded(
+    environment: jinja2.Environment,
+    spec: TemplateSpec,
+    context: dict[str, Any],
+    limit: float = RENDER_TIMEOUT,
+) -> bytes:
+    """``render()`` on a daemon thread, given up after ``limit`` seconds (``RenderError``)
+    or when cancelled: a template that loops for ever (nested loops are sandbox-legal) never
+    holds up a shutdown, and the process exits without waiting for it."""
+    done = anyio.Event()
+    loop = asyncio.get_running_loop()
+    outcome: list[bytes | BaseException] = []
+
+    def work() -> None:
+        try:
+            outcome.append(render(environment, spec, context))
+        except BaseException as exc:  # handed to the waiting task
+            outcome.append(exc)
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+            loop.call_soon_threadsafe(done.set)
+
+    threading.Thread(target=work, daemon=True, name=f"render {spec.name}").start()
+    with anyio.move_on_after(limit):
+        await done.wait()
+    if not outcome:
+        raise RenderError(f"{spec.name}: rendering took more than {limit:g}s: given up")
+    result = outcome[0]
+    if isinstance(result, BaseException):
+        raise result
+    return result
+
+
 def rendered_version(data: bytes) -> aiocoord.ConfigVersion:
     """Rendered bytes as a version to apply: named after their digest."""
     return aiocoord.ConfigVersion(f"render-{hashlib.sha256(data).hexdigest()[:16]}", 0, data, 0)
@@ -476,10 +565,17 @@ async def read_inputs(zk: aiocoord.Client, config: RenderConfig) -> Inputs:
 class Rendering:
     """One template's file: renders it, applies what changed, reports the outcome."""
 
-    def __init__(self, spec: TemplateSpec, environment: jinja2.Environment, host: str) -> None:
+    def __init__(
+        self,
+        spec: TemplateSpec,
+        environment: jinja2.Environment,
+        host: str,
+        render_timeout: float = 10.0,
+    ) -> None:
         self.spec = spec
         self.environment = environment
         self.host = host
+        self.render_timeout = render_timeout
         self.applier = FileApplier(spec.destination, spec.commands, spec.ownership)
         #: the version in place (verified), what a failure reports as still running
         self.running: str | None = None
@@ -499,7 +595,7 @@ class Rendering:
 
     async def render(self, inputs: Inputs) -> bytes:
         context = template_context(self.spec, inputs, self.host, os.environ)
-        return await anyio.to_thread.run_sync(render, self.environment, self.spec, context)
+        return await render_bounded(self.environment, self.spec, context, self.render_timeout)
 
     async def step(self, inputs: Inputs) -> bool:
         """Render and apply; report the outcome when it changed. True when the file holds this
@@ -654,7 +750,7 @@ def _readiness(renderings: list[Rendering]) -> tuple[bool, str]:
 
 def _renderings(config: RenderConfig, host: str) -> list[Rendering]:
     environment = template_environment(config)
-    return [Rendering(spec, environment, host) for spec in config.templates]
+    return [Rendering(spec, environment, host, config.render_timeout) for spec in config.templates]
 
 
 async def recovered(config: RenderConfig, host: str) -> list[Rendering]:
@@ -706,8 +802,17 @@ async def _dry_run(args: argparse.Namespace, config: RenderConfig, host: str) ->
     return errors
 
 
+def host_problem(host: str) -> str | None:
+    """Why ``host`` cannot name a status node (``<path>-status/<host>``), or None."""
+    if host in ("", ".", "..") or "/" in host or "\0" in host:
+        return f"bad host name {host!r}: a status node's name (no '/', not '.' or '..')"
+    return None
+
+
 def main(args: argparse.Namespace) -> int:
     config = load_config(args.config)
+    if args.id is not None and (problem := host_problem(args.id)):
+        raise UsageError(f"--id: {problem}")
     host = args.id or config.host or socket.gethostname()
     if not (args.once or args.dry_run):
         return run_service(log, _serve, args, config, host)

@@ -54,6 +54,10 @@ __all__ = ["TreeCache", "TreeEvent", "TreeEventType"]
 log = logging.getLogger("aiocoord.cache")
 
 
+def _depth(path: str) -> int:
+    return path.count("/")
+
+
 class TreeEventType(enum.Enum):
     NODE_ADDED = "node_added"
     NODE_UPDATED = "node_updated"
@@ -207,7 +211,9 @@ class TreeCache:
                         if full:
                             await self._read_tree(self.path, everything=True)
                         else:
-                            for path in pending:
+                            # ancestors first: a parent deleted and made again is replaced
+                            # (its old subtree dropped) before its children are read
+                            for path in sorted(pending, key=_depth):
                                 await self._read_tree(path, everything=False)
                     except RETRYABLE as exc:
                         log.debug("%s: reading again after %s", self.path, exc)
@@ -264,6 +270,13 @@ class TreeCache:
                 self._pending[path] = None  # created meanwhile
             return []
         node = self._nodes.get(path)
+        if (node is None or node.stat.czxid != stat.czxid) and path != self.path:
+            # a node new to the mirror: its parent may have been made again too (events not
+            # yet here): then the parent goes first, or the new node would join the old parent
+            # and be dropped with it (reported removed while it lives)
+            mirrored, up = self._nodes[parent(path)], await client.exists(parent(path))
+            if up is None or up.czxid != mirrored.stat.czxid:
+                return await self._read_node(parent(path), True)
         if node is not None and node.stat.czxid != stat.czxid:
             self._remove(path)  # deleted and created again: another node
             node = None

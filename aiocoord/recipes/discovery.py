@@ -145,11 +145,18 @@ class ServiceInstance:
                 _port(value["port"]),
                 value.get("payload"),
                 float(value.get("registered_at") or 0.0),
-                bool(value.get("enabled", True)),
+                _flag(value.get("enabled", True)),
                 float(value.get("weight", 1.0)),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise codec.DecodeError(f"{what}: {exc}") from exc
+
+
+def _flag(raw: object) -> bool:
+    # strictly true or false: the string "false" (truthy) must never enable an instance
+    if not isinstance(raw, bool):
+        raise ValueError(f"enabled {raw!r} is not true or false")
+    return raw
 
 
 def _address(raw: object) -> str:

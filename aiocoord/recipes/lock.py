@@ -44,10 +44,10 @@ from typing import ClassVar
 import anyio
 
 from ..transport.client import Client
-from ..transport.errors import CoordError, NodeExists, NoNode
+from ..transport.errors import CoordError, MultiFailed, NodeExists, NoNode
 from ..transport.paths import validate_path
-from ..transport.types import SessionEvent, SessionState
-from ._session import RETRYABLE, Fenced, Wakeup, hold_ephemeral, wait_watched, withdraw
+from ..transport.types import Op, SessionEvent, SessionState
+from ._session import RETRYABLE, Fenced, Wakeup, unwatch, wait_watched, withdraw
 
 __all__ = [
     "Lock",
@@ -389,27 +389,50 @@ class Semaphore(_Holder):
                 await client.wait_connected()
                 await self._check_max_leases()
                 gate = Lock(client, f"{self.path}-__lock__", self.identifier)
-                async with gate:
-                    hold = await self._take_lease(gate)
+                async with gate as gate_hold:
+                    hold = await self._take_lease(gate, gate_hold)
                 if hold is not None:
                     return hold
             except (*RETRYABLE, LockLost) as exc:
                 log.info("%s: contending again after %s", self.path, exc)
 
-    async def _take_lease(self, gate: Lock) -> LockHold | None:
+    async def _take_lease(self, gate: Lock, gate_hold: LockHold) -> LockHold | None:
         client = self._client
+        name = self._lease.rsplit("/", 1)[1]
         while gate.held:
             changed = Wakeup()
             leases = await client.children(self.path, watch=changed.watch)
-            # our own lease there: made in an earlier round whose gate hold ended (a blip)
-            # before it was taken; it must not count against us (with one lease: forever)
-            if self._lease.rsplit("/", 1)[1] in leases or len(leases) < self.max_leases:
-                with contextlib.suppress(CoordError):
-                    await client.remove_watch(self.path, changed.watch)
-                with anyio.CancelScope(shield=True):  # a node made is a node we know to delete
-                    await hold_ephemeral(client, self._lease, self.identifier.encode(), log=log)
-                    self._node, self._node_session = self._lease, client.session_id
-                return await self._take(self._lease)
+            if name in leases:
+                # ours: made in an earlier round of this session, while it held the gate (its
+                # reply lost), so counted by every holder since: take it. Another session's (an
+                # expired one of ours): it counts until it goes.
+                stat = await client.exists(self._lease)
+                if stat is not None and stat.ephemeral_owner == client.session_id:
+                    await unwatch(client, self.path, changed.watch)
+                    return await self._take(self._lease)
+            elif len(leases) < self.max_leases:
+                await unwatch(client, self.path, changed.watch)
+                if await self._make_lease(gate_hold):
+                    return await self._take(self._lease)
+                continue  # there already: the next look tells whose
             await changed.wait()
             self._wakeups += 1
         return None
+
+    async def _make_lease(self, gate_hold: LockHold) -> bool:
+        """Create our lease only while our gate node exists as written (``LockLost`` when it is
+        gone), never on a session that came after the gate's: a blip and a new session between
+        counting the leases and creating ours must not make a lease nobody counted."""
+        client = self._client
+        # Shielded: a create in flight is seen to its end. Recorded first: a lease made by a
+        # request whose reply is lost is one we know to delete.
+        with anyio.CancelScope(shield=True):
+            self._node, self._node_session = self._lease, client.session_id
+            op = Op.create(self._lease, self.identifier.encode(), ephemeral=True)
+            try:
+                await gate_hold.guard([op])
+            except MultiFailed as exc:
+                if not isinstance(exc.cause, NodeExists):
+                    raise
+                return False
+        return True

@@ -13,7 +13,7 @@ import anyio
 from kazoo.client import KazooClient
 from kazoo.recipe.cache import TreeCache as KazooTreeCache
 
-from aiocoord import Client, SessionState, TreeCache, TreeEvent, TreeEventType
+from aiocoord import Client, Op, SessionState, TreeCache, TreeEvent, TreeEventType
 from aiocoord.recipes._session import pipelined
 from aiocoord.recipes.cache import coalesce
 from aiocoord.testing import TcpProxy, ZooKeeperServer, expire_session
@@ -362,3 +362,37 @@ async def test_it_agrees_with_kazoos_tree_cache_on_a_tree_kazoo_writes(
         theirs.close()
         kazoo.stop()
         kazoo.close()
+
+
+async def test_a_parent_and_child_made_again_are_never_reported_removed_while_they_live(
+    zk: Client,
+) -> None:
+    """/t/b and /t/b/a are deleted and made again in one multi(): the child's watch fires first.
+    The new /t/b/a is never mirrored under the old /t/b, nor reported removed (it lives on)."""
+    await zk.create("/t/b/a", b"old", makepath=True)
+    events: list[tuple[TreeEventType, str, int]] = []
+    async with TreeCache(zk, "/t") as cache:
+        with anyio.fail_after(20):
+            async for event in cache:
+                if event.type is TreeEventType.INITIALIZED:
+                    break
+            await zk.multi(
+                [
+                    Op.delete("/t/b/a"),
+                    Op.delete("/t/b"),
+                    Op.create("/t/b", b"new"),
+                    Op.create("/t/b/a", b"new"),
+                ]
+            )
+            new_b, new_a = (await zk.get("/t/b"))[1].czxid, (await zk.get("/t/b/a"))[1].czxid
+            async for event in cache:
+                assert event.stat is not None
+                events.append((event.type, event.path, event.stat.czxid))
+                b, a = cache.get("/t/b"), cache.get("/t/b/a")
+                if a is not None and a[1].czxid == new_a:
+                    assert b is not None and b[1].czxid == new_b, events  # not the old parent
+                    break
+    # (the old /t/b's REMOVED and the new one's ADDED may reach a reader as one UPDATED)
+    assert (TreeEventType.NODE_REMOVED, "/t/b/a", new_a) not in events
+    assert events[0][:2] == (TreeEventType.NODE_REMOVED, "/t/b/a") and events[0][2] != new_a
+    assert events[-1] == (TreeEventType.NODE_ADDED, "/t/b/a", new_a)

@@ -9,10 +9,9 @@ import re
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import anyio
 import pytest
@@ -26,17 +25,20 @@ from aiocoord import (
     LockLost,
     MaxLeasesMismatch,
     Op,
+    OpResult,
     ReadLock,
     Semaphore,
     WriteLock,
 )
 from aiocoord.recipes.lock import predecessor
 from aiocoord.testing import TcpProxy, ZooKeeperServer, expire_session
+from aiocoord.transport.watches import WatchKind
 from tests.helpers import count_is, eventually, eventually_async, holds, read_line
 from tests.recipes.test_config import watched_by
 from tests.transport.test_protected_create import lose_reply, through_proxy
 
 LOCK_PROCESS = Path(__file__).with_name("lock_process.py")
+CHILD = WatchKind.CHILD
 #: the holder processes import the tree under test (a worktree, make mutate's copy), not the
 #: installed one
 ENV = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
@@ -315,24 +317,26 @@ async def test_kill_9_of_a_semaphore_lease_holder_frees_its_lease(
     assert await zk.children("/sem") == []
 
 
-class _LosesTheLeaseReply(Client):
-    """A client whose replies are held back from the moment it first creates a lease node."""
+class _FaultAtTheLeaseCreate(Client):
+    """A client whose proxy holds back its replies (``fault = "replies"``) or all its traffic
+    (``"all"``) from the moment it first sends the create of a lease node."""
 
     proxy: TcpProxy
-    stalled = False
+    fault = "replies"
+    fired = False
 
-    async def create(self, path: str, data: bytes = b"", **kwargs: Any) -> str:
-        if path.startswith("/sem/") and not self.stalled:
-            self.stalled = True
-            self.proxy.stall_replies()
-        return await super().create(path, data, **kwargs)
+    async def multi(self, ops: Sequence[Op]) -> list[OpResult]:
+        if not self.fired and any(op.path.startswith("/sem/") for op in ops):
+            self.fired = True
+            self.proxy.stall_replies() if self.fault == "replies" else self.proxy.stall()
+        return await super().multi(ops)
 
 
 async def test_a_lost_lease_create_reply_leaves_one_lease(
     zk_server: ZooKeeperServer, namespace: str, zk: Client
 ) -> None:
     with TcpProxy.to(zk_server.hosts) as proxy:
-        client = _LosesTheLeaseReply(proxy.address, namespace=namespace, session_timeout=20)
+        client = _FaultAtTheLeaseCreate(proxy.address, namespace=namespace, session_timeout=20)
         client.proxy = proxy
         async with client:
             # one lease: the one it made itself must not count against it when it goes on
@@ -349,6 +353,36 @@ async def test_a_lost_lease_create_reply_leaves_one_lease(
             assert await sem.lease_holders() == ["blip"]  # adopted, not made twice
             await sem.release()
     assert await zk.children("/sem") == []
+
+
+async def test_a_partition_past_the_timeout_during_a_lease_create_makes_no_second_holder(
+    zk_server: ZooKeeperServer, namespace: str, zk: Client
+) -> None:
+    """A counts 0 of 1 leases under the gate and sends its lease create into a silent network;
+    the server expires its session (gate and all), B takes the lease; the network heals. A, on
+    its new session, must wait for B: a lease nobody counted would make two holders."""
+    with TcpProxy.to(zk_server.hosts) as proxy:
+        client = _FaultAtTheLeaseCreate(proxy.address, namespace=namespace, session_timeout=4)
+        client.proxy, client.fault = proxy, "all"
+        async with client:
+            a = Semaphore(client, "/sem", "a", max_leases=1)
+            b = Semaphore(zk, "/sem", "b", max_leases=1)
+            old = client.session_id
+            with anyio.fail_after(50):
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(a.acquire)
+                    await eventually(lambda: client.fired, 10)
+                    await b.acquire(timeout=20)  # once the server expired A's session
+                    proxy.resume()
+                    await eventually(lambda: client.session_id not in (0, old), 20)
+                    # A holds the gate again and waits, watching the leases (its children watch
+                    # registered: wchp does not list children watches): it does not hold
+                    await eventually(lambda: "/sem" in client._session.watches._reg[CHILD], 20)
+                    assert not a.held and await b.lease_holders() == ["b"]
+                    await b.release()
+                    await eventually(lambda: a.held, 10)
+            assert await a.lease_holders() == ["a"]
+            await a.release()
 
 
 async def test_a_waiter_outlives_the_deletion_of_the_lock_path(zk: Client) -> None:

@@ -161,14 +161,19 @@ def _is_applied(status: HostStatus, version: str) -> bool:
 
 
 def _parse(host: str, data: bytes, stat: ZnodeStat) -> HostStatus:
+    """A host's status as written; one of another shape (any client may write there) is an
+    unreadable one, never taken for applied: ``ok`` must be ``true``, not ``"false"``."""
     try:
         raw = codec.loads_object(data, what=f"status of {host}")
+        version, ok, error = raw.get("version"), raw.get("ok"), raw.get("error")
+        if not (version is None or isinstance(version, str)):
+            raise TypeError(f"version {version!r} is not a string")
+        if not isinstance(ok, bool):
+            raise TypeError(f"ok {ok!r} is not true or false")
+        if not (error is None or isinstance(error, str)):
+            raise TypeError(f"error {error!r} is not a string")
         return HostStatus(
-            host,
-            raw.get("version"),
-            bool(raw.get("ok")),
-            raw.get("error"),
-            float(raw.get("applied_at") or stat.mtime / 1000),
+            host, version, ok, error, float(raw.get("applied_at") or stat.mtime / 1000)
         )
     except (codec.DecodeError, TypeError, ValueError) as exc:
         return HostStatus(host, None, False, f"unreadable status: {exc}", 0.0)
