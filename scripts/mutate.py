@@ -2148,8 +2148,8 @@ M = [
     (
         "render without the sandbox",
         "services/render.py",
-        "    environment = ImmutableSandboxedEnvironment(",
-        "    environment = jinja2.Environment(",
+        "class _Sandbox(ImmutableSandboxedEnvironment):",
+        "class _Sandbox(jinja2.Environment):",
         [
             "tests/services/test_render.py::test_the_sandbox_refuses_escapes_and_typos",
             "tests/services/test_render.py::test_an_escaping_template_never_writes_its_file",
@@ -2158,8 +2158,8 @@ M = [
     (
         "render sandbox not immutable",
         "services/render.py",
-        "    environment = ImmutableSandboxedEnvironment(",
-        "    environment = __import__('jinja2.sandbox').sandbox.SandboxedEnvironment(",
+        "class _Sandbox(ImmutableSandboxedEnvironment):",
+        "class _Sandbox(__import__('jinja2.sandbox').sandbox.SandboxedEnvironment):",
         ["tests/services/test_render.py::test_the_sandbox_refuses_escapes_and_typos"],
     ),
     (
