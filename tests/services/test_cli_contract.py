@@ -92,10 +92,11 @@ def test_a_usage_error_is_one_line_exit_2_before_any_session(
     "args",
     [["tasks"], ["status"], ["config", "history", "--path", "/c"], ["dispatcher"], ["worker"],
      ["register", "--service", "s", "--address", "h", "--port", "1"],
-     ["elect", "--path", "/e", "--", "true"], ["app", "--path", "/c", "--out", "/tmp/x"]],
+     ["elect", "--path", "/e", "--", "true"], ["app", "--path", "/c", "--out", "{tmp}/x"]],
     ids=["tasks", "status", "config", "dispatcher", "worker", "register", "elect", "app"],
 )  # fmt: skip
-def test_an_unreachable_zookeeper_is_one_line_exit_1(args: list[str]) -> None:
+def test_an_unreachable_zookeeper_is_one_line_exit_1(args: list[str], tmp_path: Path) -> None:
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]  # (never a shared /tmp path)
     host = f"127.0.0.1:{free_port()}"
     at = args.index("--") if "--" in args else len(args)
     out = run(*args[:at], "--zk", host, "--connect-timeout", "1", *args[at:])
