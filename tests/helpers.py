@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio
 from anyio.abc import ByteReceiveStream
 from anyio.streams.buffered import BufferedByteReceiveStream
+from kazoo.client import KazooClient
 
 from aiocoord import Client, SessionFeed, SessionState, WatchEvent
+from aiocoord.testing import ZooKeeperServer
 
 
 async def wait_state(feed: SessionFeed, state: SessionState, timeout: float) -> list[SessionState]:
@@ -136,3 +139,17 @@ def build_wheel(dest: Path) -> Path:
     )
     (wheel,) = dest.glob("aiocoord-*.whl")
     return wheel
+
+
+@asynccontextmanager
+async def kazoo_client(zk_server: ZooKeeperServer, zk: Client) -> AsyncIterator[KazooClient]:
+    """A started kazoo client in ``zk``'s namespace (the independent peer of interop tests),
+    stopped on the way out (also when the test timed out)."""
+    kazoo = KazooClient(hosts=zk_server.hosts + zk.namespace, timeout=10)
+    await anyio.to_thread.run_sync(lambda: kazoo.start(timeout=15))
+    try:
+        yield kazoo
+    finally:
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(kazoo.stop)
+        kazoo.close()

@@ -15,11 +15,18 @@ from pathlib import Path
 
 import anyio
 import pytest
-from kazoo.client import KazooClient
 
 from aiocoord import Barrier, Client, DoubleBarrier, Op, SessionState
 from aiocoord.testing import ZooKeeperServer, expire_session
-from tests.helpers import count_is, eventually, eventually_async, gone, holds, read_line
+from tests.helpers import (
+    count_is,
+    eventually,
+    eventually_async,
+    gone,
+    holds,
+    kazoo_client,
+    read_line,
+)
 from tests.transport.test_protected_create import through_proxy
 
 BARRIER_PROCESS = Path(__file__).with_name("barrier_process.py")
@@ -31,18 +38,6 @@ async def settle(*clients: Client) -> None:
     for client in clients:
         await client.sync("/")
         await client.exists("/")
-
-
-@asynccontextmanager
-async def kazoo_client(zk_server: ZooKeeperServer, zk: Client) -> AsyncIterator[KazooClient]:
-    kazoo = KazooClient(hosts=zk_server.hosts + zk.namespace, timeout=10)
-    await anyio.to_thread.run_sync(lambda: kazoo.start(timeout=15))
-    try:
-        yield kazoo
-    finally:
-        with anyio.CancelScope(shield=True):  # also when the test timed out
-            await anyio.to_thread.run_sync(kazoo.stop)
-        kazoo.close()
 
 
 async def in_daemon_thread(call: Callable[[], object], timeout: float = 30) -> None:

@@ -8,7 +8,6 @@ from contextlib import AsyncExitStack, asynccontextmanager
 
 import anyio
 import pytest
-from kazoo.client import KazooClient
 
 from aiocoord import (
     Client,
@@ -21,7 +20,7 @@ from aiocoord import (
 )
 from aiocoord.recipes.counter import LostWrite, lost_write_outcome
 from aiocoord.testing import TcpProxy, ZooKeeperServer
-from tests.helpers import eventually, eventually_async
+from tests.helpers import eventually, eventually_async, kazoo_client
 from tests.transport.test_protected_create import through_proxy
 
 
@@ -96,15 +95,6 @@ async def test_concurrent_increments_count_exactly(
 
 
 # -- kazoo interop -------------------------------------------------------------------------
-@asynccontextmanager
-async def kazoo_client(zk_server: ZooKeeperServer, zk: Client) -> AsyncIterator[KazooClient]:
-    kazoo = KazooClient(hosts=zk_server.hosts + zk.namespace, timeout=10)
-    await anyio.to_thread.run_sync(lambda: kazoo.start(timeout=15))
-    try:
-        yield kazoo
-    finally:
-        await anyio.to_thread.run_sync(kazoo.stop)
-        kazoo.close()
 
 
 async def test_kazoo_and_aiocoord_count_on_one_node(zk: Client, zk_server: ZooKeeperServer) -> None:

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import anyio
 import pytest
-from kazoo.client import KazooClient
 from kazoo.exceptions import LockTimeout
 
 from aiocoord import (
@@ -33,7 +32,7 @@ from aiocoord import (
 from aiocoord.recipes.lock import predecessor
 from aiocoord.testing import TcpProxy, ZooKeeperServer, expire_session
 from aiocoord.transport.watches import WatchKind
-from tests.helpers import count_is, eventually, eventually_async, holds, read_line
+from tests.helpers import count_is, eventually, eventually_async, holds, kazoo_client, read_line
 from tests.recipes.test_config import watched_by
 from tests.transport.test_protected_create import lose_reply, through_proxy
 
@@ -407,15 +406,6 @@ async def fenced_is(zk: Client, data: bytes) -> bool:
 
 
 # -- kazoo interop -------------------------------------------------------------------------
-@asynccontextmanager
-async def kazoo_client(zk_server: ZooKeeperServer, zk: Client) -> AsyncIterator[KazooClient]:
-    kazoo = KazooClient(hosts=zk_server.hosts + zk.namespace, timeout=10)
-    await anyio.to_thread.run_sync(lambda: kazoo.start(timeout=15))
-    try:
-        yield kazoo
-    finally:
-        await anyio.to_thread.run_sync(kazoo.stop)
-        kazoo.close()
 
 
 async def test_kazoo_and_aiocoord_exclude_each_other_in_fifo_order(

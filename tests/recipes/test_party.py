@@ -6,31 +6,17 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import anyio
 import pytest
-from kazoo.client import KazooClient
 
 from aiocoord import Client, Party, SessionState, ShallowParty
 from aiocoord.testing import ZooKeeperServer, expire_session
-from tests.helpers import count_is, eventually, eventually_async
+from tests.helpers import count_is, eventually, eventually_async, kazoo_client
 from tests.transport.test_protected_create import lose_reply, through_proxy
 
 PARTY_NODE = re.compile(r"^[0-9a-f]{32}__party__$")
 SHALLOW_NODE = re.compile(r"^[0-9a-f]{32}-(.*)$")
-
-
-@asynccontextmanager
-async def kazoo_client(zk_server: ZooKeeperServer, zk: Client) -> AsyncIterator[KazooClient]:
-    kazoo = KazooClient(hosts=zk_server.hosts + zk.namespace, timeout=10)
-    await anyio.to_thread.run_sync(lambda: kazoo.start(timeout=15))
-    try:
-        yield kazoo
-    finally:
-        await anyio.to_thread.run_sync(kazoo.stop)
-        kazoo.close()
 
 
 async def test_party_layout_members_and_leave(zk: Client) -> None:
