@@ -2393,6 +2393,13 @@ M = [
             "tests/review/test_review18_sandbox.py::test_huge_powers_and_repeats_are_refused_not_computed"
         ],
     ),
+    (
+        "semaphore: a cancelled waiter leaves its watch on the leases",
+        "aiocoord/recipes/lock.py",
+        "            await wait_watched(client, self.path, changed)  # (no watch left when cancelled)",
+        "            await changed.wait()",
+        [R + "test_lock.py::test_a_semaphore_waiter_cancelled_or_timed_out_leaves_no_node"],
+    ),
 ]
 
 

@@ -415,7 +415,7 @@ class Semaphore(_Holder):
                 if await self._make_lease(gate_hold):
                     return await self._take(self._lease)
                 continue  # there already: the next look tells whose
-            await changed.wait()
+            await wait_watched(client, self.path, changed)  # (no watch left when cancelled)
             self._wakeups += 1
         return None
 

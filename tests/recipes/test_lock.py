@@ -525,6 +525,7 @@ async def test_a_semaphore_waiter_cancelled_or_timed_out_leaves_no_node(zk: Clie
             raise AssertionError("not held")  # pragma: no cover
     assert await holder.lease_holders() == ["holder"]
     assert await zk.children("/sem-__lock__") == []  # nor is its gate lock held or waited for
+    assert "/sem" not in zk._session.watches._reg[CHILD]  # nor its watch on the leases
     await holder.release()
     async with waiter:
         assert await holder.lease_holders() == ["waiter"]
