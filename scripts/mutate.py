@@ -2069,11 +2069,12 @@ M = [
     (
         "barrier: a cancelled wait removes its watch",
         "aiocoord/recipes/_session.py",
-        "    finally:\n        await unwatch(client, path, watcher or woken.watch)",
+        "    finally:\n        for path in [paths] if isinstance(paths, str) else paths:\n            await unwatch(client, path, watcher or woken.watch)",
         "    finally:\n        pass",
         [
             "tests/recipes/test_barrier.py::test_barrier_wait_cancelled_leaves_no_watch",
             R + "test_lock.py::test_a_waiter_cancelled_or_timed_out_leaves_no_watch",
+            R + "test_election.py::test_a_waiting_candidate_cancelled_leaves_no_watch",
         ],
     ),
     (

@@ -122,11 +122,11 @@ class Latest(Generic[T]):
 
 
 async def wait_watched(
-    client: Client, path: str, woken: Wakeup, watcher: Watcher | None = None
+    client: Client, paths: str | Sequence[str], woken: Wakeup, watcher: Watcher | None = None
 ) -> None:
-    """Wait until ``woken`` is set (by ``watcher``, default ``woken.watch``: a watch on ``path``
-    the caller set), or the session is back or lost (the caller looks again). The watch is
-    removed however this ends, cancelled too."""
+    """Wait until ``woken`` is set (by ``watcher``, default ``woken.watch``: the watches on
+    ``paths`` the caller set), or the session is back or lost (the caller looks again). The
+    watches are removed however this ends, cancelled too."""
 
     def on_session(event: SessionEvent) -> None:
         if event.state in (SessionState.LOST, SessionState.RECONNECTED):
@@ -136,7 +136,8 @@ async def wait_watched(
         with listening(client, on_session):
             await woken.wait()
     finally:
-        await unwatch(client, path, watcher or woken.watch)
+        for path in [paths] if isinstance(paths, str) else paths:
+            await unwatch(client, path, watcher or woken.watch)
 
 
 async def unwatch(client: Client, path: str, watcher: Watcher) -> None:

@@ -43,7 +43,7 @@ from ..transport.errors import (
 )
 from ..transport.paths import validate_path
 from ..transport.types import SessionEvent, SessionState
-from ._session import Fenced, FencingToken, Wakeup, listening, withdraw
+from ._session import Fenced, FencingToken, Wakeup, listening, wait_watched, withdraw
 
 __all__ = ["Candidate", "Election", "FencingToken", "LeadershipLost", "Term"]
 
@@ -312,24 +312,13 @@ class Election:
                     continue
                 woken = Wakeup()
                 ahead = order[: self.leaders] if rank == self.leaders else [order[rank - 1]]
-                for other in ahead:
-                    if await client.exists(f"{self.path}/{other}", watch=woken.watch) is None:
+                watched = [f"{self.path}/{other}" for other in ahead]
+                for path in watched:
+                    if await client.exists(path, watch=woken.watch) is None:
                         woken.set()
-                async with client.session_events() as feed, anyio.create_task_group() as tg:
-
-                    async def on_session(tg: anyio.abc.TaskGroup = tg) -> None:
-                        async for event in feed:
-                            if event.state in (SessionState.LOST, SessionState.RECONNECTED):
-                                break
-                        tg.cancel_scope.cancel()
-
-                    tg.start_soon(on_session)
-                    await woken.wait()
-                    tg.cancel_scope.cancel()
+                # (the watches that did not fire are removed: cancelled while waiting, too)
+                await wait_watched(client, watched, woken)
                 self._wakeups += 1
-                for other in ahead:  # the watches that did not fire are not needed any more
-                    with contextlib.suppress(CoordError):
-                        await client.remove_watch(f"{self.path}/{other}", woken.watch)
             except (ConnectionLoss, SessionExpired, RequestTimeout) as exc:
                 log.info("%s: contending again after %s", self.path, exc)
             except NodeExists:  # pragma: no cover - sequential creates do not collide

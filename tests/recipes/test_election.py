@@ -32,6 +32,7 @@ from aiocoord.testing import (
     four_letter_word,
 )
 from tests.helpers import eventually, holds, holds_async, read_line, wait_state
+from tests.recipes.test_config import watched_by
 
 LEADER_PROCESS = Path(__file__).with_name("leader_process.py")
 
@@ -426,3 +427,18 @@ async def test_suspended_before_the_terms_listener_is_not_missed(
 
 async def fenced_is(zk: Client, data: bytes) -> bool:
     return (await zk.get("/fenced"))[0] == data
+
+
+async def test_a_waiting_candidate_cancelled_leaves_no_watch(
+    zk: Client, zk_server: ZooKeeperServer
+) -> None:
+    async with (
+        Election(zk, "/e", identity="leader").lead(),
+        Client(zk_server.hosts, namespace=zk.namespace) as other,
+    ):
+        with anyio.move_on_after(0.5):
+            async with Election(other, "/e", identity="waiter").lead():
+                raise AssertionError("not leading while the other leads")  # pragma: no cover
+        await other.sync("/")
+        await other.exists("/")
+        assert watched_by(zk_server, other) == []  # not its predecessor's node
