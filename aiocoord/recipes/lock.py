@@ -404,12 +404,12 @@ class Semaphore(_Holder):
             leases = await client.children(self.path, watch=changed.watch)
             if name in leases:
                 # ours: made in an earlier round of this session, while it held the gate (its
-                # reply lost), so counted by every holder since: take it. Another session's (an
-                # expired one of ours): it counts until it goes.
-                stat = await client.exists(self._lease)
-                if stat is not None and stat.ephemeral_owner == client.session_id:
+                # reply lost), so counted by every holder since: take it (_take checks the
+                # owner). Another session's (an expired one of ours): it counts until it goes.
+                hold = await self._take(self._lease)
+                if hold is not None:
                     await unwatch(client, self.path, changed.watch)
-                    return await self._take(self._lease)
+                    return hold
             elif len(leases) < self.max_leases:
                 await unwatch(client, self.path, changed.watch)
                 if await self._make_lease(gate_hold):
