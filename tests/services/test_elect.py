@@ -39,8 +39,8 @@ def alive(pid: int) -> bool:
     # a zombie is dead for our purpose
     try:
         with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except FileNotFoundError:
+            return f.read().rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
+    except (FileNotFoundError, ProcessLookupError):  # reaped between the two looks
         return False
 
 
