@@ -163,9 +163,9 @@ M = [
     ),
     (
         "persistent removal never falls back to ANY",
-        "aiocoord/transport/client.py",
-        "                    await self._remove_server_watch(server_path, path, ANY_WATCH)",
-        "                    pass",
+        "aiocoord/transport/session.py",
+        "                await self.remove_server_watch(server_path, path, ANY_WATCH)",
+        "                pass",
         [T + "test_watch_rules.py", T + "test_wire_rules.py"],
     ),
     (
@@ -2400,6 +2400,26 @@ M = [
         "            await wait_watched(client, self.path, changed)  # (no watch left when cancelled)",
         "            await changed.wait()",
         [R + "test_lock.py::test_a_semaphore_waiter_cancelled_or_timed_out_leaves_no_node"],
+    ),
+    (
+        "a watching read given up in flight leaves its server watch",
+        "aiocoord/transport/session.py",
+        '                self._spawn(self._drop_abandoned(req, reg_kind), f"dropping the watch of {req!r}")',
+        "                pass",
+        [
+            T
+            + "test_wire_rules.py::test_a_watching_read_given_up_in_flight_leaves_no_watch_on_the_server"
+        ],
+    ),
+    (
+        "a given-up read's watch removed though a watcher needs it",
+        "aiocoord/transport/session.py",
+        "        if self.watches.unneeded(kind, path):\n            await self.remove_server_watch(",
+        "        if True:\n            await self.remove_server_watch(",
+        [
+            T
+            + "test_wire_rules.py::test_a_watching_read_given_up_in_flight_leaves_no_watch_on_the_server"
+        ],
     ),
 ]
 

@@ -22,7 +22,6 @@ when the connection dies: reads are sent again after the reconnect; writes fail 
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
@@ -32,18 +31,14 @@ from types import TracebackType
 from typing import Self
 
 from .errors import (
-    BadArguments,
     ConnectionLoss,
     CoordError,
-    MarshallingError,
     MultiFailed,
     NodeExists,
     NoNode,
     NoWatcher,
     RequestTimeout,
     RolledBack,
-    SessionExpired,
-    UnimplementedError,
     ZooKeeperError,
     error_for_code,
 )
@@ -64,7 +59,6 @@ from .requests import (
     GetData,
     GetEphemerals,
     Multi,
-    RemoveWatches,
     SetAcl,
     SetData,
     Sync,
@@ -82,7 +76,7 @@ from .types import (
     WatchMode,
     ZnodeStat,
 )
-from .watches import ANY_WATCH, Watcher, WatchKind
+from .watches import Watcher, WatchKind
 
 __all__ = ["MAX_PACKET", "Client", "SessionFeed", "Watcher", "parse_hosts"]
 
@@ -493,25 +487,7 @@ class Client:
         if kinds is None:
             raise NoWatcher(path=path)
         for wtype in sorted({kind.server_type for kind in kinds}):
-            try:
-                await self._remove_server_watch(server_path, path, wtype)
-            except (MarshallingError, UnimplementedError, BadArguments):
-                # ZooKeeper 3.8 refuses the persistent types (ZOOKEEPER-4472); "any" removes them
-                # too, and no watch of ours that must stay is left on the path (watches.py)
-                if self._session.watches.others_on(path):
-                    log.debug("persistent watch on %s stays on the server until %s", path, self)
-                else:
-                    await self._remove_server_watch(server_path, path, ANY_WATCH)
-
-    async def _remove_server_watch(self, server_path: str, path: str, wtype: int) -> None:
-        if not self.state.live:
-            # the server keeps watches per connection: the next one is given only the watches
-            # still registered (SetWatches), so this one is gone from the server already
-            return
-        # NoWatcher: it fired on the server meanwhile. ConnectionLoss: the connection (and the
-        # watches the server kept for it) went; SessionExpired: so did the session.
-        with contextlib.suppress(NoWatcher, ConnectionLoss, SessionExpired):
-            await self._session.submit(RemoveWatches(server_path, path, wtype))
+            await self._session.remove_server_watch(server_path, path, wtype)
 
     async def add_auth(self, scheme: str, credential: str | bytes) -> None:
         """Authenticate this session (``digest``, ``user:password``); sent again on reconnect.

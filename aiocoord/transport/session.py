@@ -39,15 +39,19 @@ from . import jute
 from .connection import Connection
 from .errors import (
     AuthFailed,
+    BadArguments,
     BadVersion,
     ClientClosed,
     ConnectError,
     ConnectionLoss,
     CoordError,
+    MarshallingError,
     NoNode,
+    NoWatcher,
     ProtocolError,
     RequestTimeout,
     SessionExpired,
+    UnimplementedError,
     error_for_code,
 )
 from .hosts import Address, HostList
@@ -60,6 +64,7 @@ from .requests import (
     Delete,
     Exists,
     Multi,
+    RemoveWatches,
     Request,
     auth_body,
     set_watches_body,
@@ -77,7 +82,7 @@ from .state import (
     Transition,
 )
 from .types import CreateResult, EventType, KeeperState, SessionEvent, SessionState, WatchEvent
-from .watches import Watcher, WatchKind, WatchRegistry
+from .watches import ANY_WATCH, Watcher, WatchKind, WatchRegistry
 
 __all__ = ["Session", "SessionFeed"]
 
@@ -373,12 +378,43 @@ class Session:
                 reg_kind = WatchKind.EXIST  # exists() on a missing node waits for its creation
             ok = exc is None and not fut.done()
             self.watches.armed(kind, reg_kind, req.path or "/", watcher if ok else None)
+            if exc is None and not ok and req.server_watch:
+                # the caller gave up before the reply: the server holds a watch nobody registered
+                self._spawn(self._drop_abandoned(req, reg_kind), f"dropping the watch of {req!r}")
         if fut.done():
             return  # the caller gave up (cancelled)
         if exc is None:
             fut.set_result(result)
         else:
             fut.set_exception(exc)
+
+    async def _drop_abandoned(self, req: Request[Any], kind: WatchKind) -> None:
+        """Remove the server watch of a read its caller gave up, unless a watcher registered (or
+        a read sent) since needs it: checked right before the removal goes out, so a read sent
+        after it sets its watch again."""
+        path = req.path or "/"
+        if self.watches.unneeded(kind, path):
+            await self.remove_server_watch(req.server_path(), path, kind.server_type)
+
+    async def remove_server_watch(self, server_path: str, path: str, wtype: int) -> None:
+        """Remove the session's ``wtype`` watch on ``server_path`` from the server."""
+        if self._closing or not self.machine.state.live:
+            # the server keeps watches per connection: the next one is given only the watches
+            # still registered (SetWatches), so this one is gone from the server already
+            return
+        try:
+            await self.submit(RemoveWatches(server_path, path, wtype))
+        except (NoWatcher, ConnectionLoss, SessionExpired, ClientClosed):
+            # it fired on the server meanwhile; or the connection (and the watches the server
+            # kept for it) went, or the session did
+            pass
+        except (MarshallingError, UnimplementedError, BadArguments):
+            # ZooKeeper 3.8 refuses the persistent types (ZOOKEEPER-4472); "any" removes them
+            # too, and no watch of ours that must stay is left on the path (watches.py)
+            if wtype == ANY_WATCH or self.watches.others_on(path):
+                log.debug("persistent watch on %s stays on the server", path)
+            else:
+                await self.remove_server_watch(server_path, path, ANY_WATCH)
 
     def watch_on_server(self, kind: WatchKind, path: str) -> bool:
         """Whether a read watching ``path`` for ``kind`` must ask the server for a watch."""

@@ -129,9 +129,11 @@ class WatchRegistry:
                     emptied.add(kind)
         if not found:
             return None
-        return {kind for kind in emptied if self._server_watch_unneeded(kind, path)}
+        return {kind for kind in emptied if self.unneeded(kind, path)}
 
-    def _server_watch_unneeded(self, kind: WatchKind, path: str) -> bool:
+    def unneeded(self, kind: WatchKind, path: str) -> bool:
+        """Whether the server's ``kind`` watch on ``path`` can go: no callback and no read in
+        flight needs it."""
         if self.has(kind, path):
             return False
         if kind in _ONE_SHOT:

@@ -7,6 +7,7 @@ Each test fails when its rule is broken in ``aiocoord/transport/client.py``:
   ``MAX_PACKET`` bytes after its length prefix is served, one byte more is refused unsent;
 - after a reconnect, SetWatches goes out in chunks, so more than 1 MiB of watched paths survives;
 - ``remove_watch`` removes the watch on the server (``wchc``), unless another watcher needs it;
+  so does a watching read whose caller gave up before its reply;
 - pipelined replies go to their own requests.
 """
 
@@ -224,6 +225,46 @@ async def test_server_watch_stays_while_another_watcher_needs_it(
     events = await second.wait(2)
     assert sorted(e.path for e in events) == ["/p", "/w"]
     assert first.events == []
+
+
+async def _until_watched(
+    server: ZooKeeperServer, session_id: int, done: Callable[[set[str]], bool], timeout: float
+) -> set[str]:
+    with anyio.fail_after(timeout):
+        while True:
+            watched = await anyio.to_thread.run_sync(_watched_by, server, session_id)
+            if done(watched):
+                return watched
+            await anyio.sleep(0.05)
+
+
+async def test_a_watching_read_given_up_in_flight_leaves_no_watch_on_the_server(
+    zk_server: ZooKeeperServer, proxy: TcpProxy, namespace: str
+) -> None:
+    # the replies come after their callers gave up: the server has set watches nobody registered
+    async with Client(proxy.address, namespace=namespace) as zk:
+        await zk.create("/data")
+        await zk.create("/kept")
+        kept = Recorder()
+        await zk.get("/kept", watch=kept)  # a watcher of ours: its server watch must stay
+        given_up = {f"{namespace}{p}" for p in ("/data", "/missing", "/persistent")}
+        proxy.stall_replies()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(functools.partial(zk.get, "/data", watch=_ignore))
+            tg.start_soon(functools.partial(zk.exists, "/missing", watch=_ignore))
+            tg.start_soon(functools.partial(zk.get, "/kept", watch=_ignore))
+            tg.start_soon(
+                functools.partial(zk.add_watch, "/persistent", _ignore, mode=WatchMode.PERSISTENT)
+            )
+            # the server has them all (wchc: data and persistent watches) before the cancel
+            await _until_watched(zk_server, zk.session_id, given_up.__le__, 5)
+            tg.cancel_scope.cancel()
+        proxy.resume()
+        watched = await _until_watched(zk_server, zk.session_id, given_up.isdisjoint, 5)
+        assert f"{namespace}/kept" in watched
+        with anyio.fail_after(5):
+            await zk.set("/kept", b"changed")
+        assert [e.path for e in await kept.wait(1)] == ["/kept"]
 
 
 # -- replies matched to requests --------------------------------------------------------------
