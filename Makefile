@@ -6,6 +6,8 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 DEMO_STAMP := $(VENV)/.demo-stamp
 PYTEST_ARGS ?=
+# two workers, each with its own ZooKeeper (the suite waits on timeouts far more than it computes)
+PYTEST_WORKERS ?= 2
 
 .PHONY: setup system-deps venv test lint demo bench chaos mutate mutmut clean
 
@@ -23,7 +25,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 test: setup
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check aiocoord services tests bench chaos scripts

@@ -31,7 +31,7 @@ from aiocoord.testing import (
     expire_session,
     four_letter_word,
 )
-from tests.helpers import eventually, holds, holds_async, read_line, wait_state
+from tests.helpers import eventually, eventually_async, holds, holds_async, read_line, wait_state
 from tests.recipes.test_config import watched_by
 
 LEADER_PROCESS = Path(__file__).with_name("leader_process.py")
@@ -376,7 +376,11 @@ async def test_sigstopped_leader_is_fenced_and_cancelled_when_it_resumes(
         async with anyio.create_task_group() as tg:
             tg.start_soon(new.run)
             await settle(zk)
-            assert (await zk.get("/fenced"))[0].startswith(b"old ")
+
+            async def old_writes() -> bool:
+                return (await zk.get("/fenced"))[0].startswith(b"old ")
+
+            await eventually_async(old_writes, 10)  # the leader's first guarded write landed
             proc.send_signal(__import__("signal").SIGSTOP)
             try:
                 with anyio.fail_after(10):
