@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import itertools
 import json
 import os
@@ -20,10 +21,16 @@ import aiocoord
 from aiocoord import (
     Client,
     ConnectionLoss,
+    Counter,
+    CounterOutcomeUnknown,
+    Lock,
+    LockHold,
+    LockLost,
     MultiFailed,
     Op,
     OperationTimeout,
     RequestTimeout,
+    Semaphore,
     ServiceRegistry,
     SessionExpired,
     SessionMoved,
@@ -42,6 +49,7 @@ INDETERMINATE = (
     SessionMoved,
     RequestTimeout,
     TimeoutError,  # a bound of our own
+    CounterOutcomeUnknown,  # a counter change whose reply was lost: applied once or not at all
 )
 
 SESSION_ROOT = "/chaos/session"
@@ -196,6 +204,81 @@ async def leader(args: argparse.Namespace) -> None:
     beats.cancel()
 
 
+# -- locker: holds a Lock (or a Semaphore lease) and writes through its guard --------------------
+
+LOCK_ROOT = "/chaos/lock"
+LOCK_DATA = "/chaos/lock-data"
+SEMAPHORE_ROOT = "/chaos/semaphore"
+SEMAPHORE_DATA = "/chaos/semaphore-data"
+
+
+async def locker(args: argparse.Namespace) -> None:
+    """Takes the lock (``--leases N``: a lease of an N-lease semaphore) again and again; while
+    holding, makes a few writes through ``hold.guard``, each recorded with the hold's token (its
+    node's czxid) and, when acknowledged, the mzxid the server applied it at."""
+    name, inc = args.name, incarnation()
+    rec = recorder(args.rundir, name)
+    rng = random.Random(f"{name}-{inc}")
+    data = SEMAPHORE_DATA if args.leases else LOCK_DATA
+    async with Client(args.hosts, session_timeout=args.session_timeout) as zk:
+        zk.add_listener(publish_credentials(zk, args.rundir, name))
+        publish_credentials(zk, args.rundir, name)(SessionEvent(zk.state, zk.session_id))
+        holder: Lock | Semaphore = (
+            Semaphore(zk, SEMAPHORE_ROOT, name, max_leases=args.leases)
+            if args.leases
+            else Lock(zk, LOCK_ROOT, name)
+        )
+        while True:
+            token = 0
+            try:
+                async with holder as hold:
+                    token = hold.token.czxid
+                    rec.event("hold", token=token)
+                    for n in range(rng.randint(2, 8)):
+                        write = functools.partial(guarded_write, hold, data, n)
+                        await attempt(rec, "guarded-write", write, token=token, n=n)
+                        await asyncio.sleep(rng.uniform(0.02, 0.1))
+                rec.event("release", token=token)
+            except LockLost as e:
+                rec.event("lost", token=token, error=str(e))
+            except (aiocoord.CoordError, *INDETERMINATE) as e:
+                rec.event("error", token=token, error=type(e).__name__)
+            await asyncio.sleep(rng.uniform(0.05, 0.3))
+
+
+async def guarded_write(hold: LockHold, data: str, n: int) -> dict[str, Any]:
+    body = json.dumps({"token": hold.token.czxid, "n": n}).encode()
+    (result,) = await hold.guard([Op.set_data(data, body)])
+    assert isinstance(result, SetDataResult)
+    return {"mzxid": result.stat.mzxid}
+
+
+# -- counter: increments a shared Counter -------------------------------------------------------
+
+COUNTER = "/chaos/counter"
+
+
+async def counter(args: argparse.Namespace) -> None:
+    """Adds 1 to the shared counter again and again; an acknowledged increment records the value
+    it left."""
+    name, inc = args.name, incarnation()
+    rec = recorder(args.rundir, name)
+    rng = random.Random(f"{name}-{inc}")
+    async with Client(args.hosts, session_timeout=args.session_timeout) as zk:
+        zk.add_listener(publish_credentials(zk, args.rundir, name))
+        publish_credentials(zk, args.rundir, name)(SessionEvent(zk.state, zk.session_id))
+        shared = Counter(zk, COUNTER)
+
+        async def increment() -> dict[str, Any]:
+            async with asyncio.timeout(3 * args.session_timeout):
+                change = await shared.add(1)
+            return {"post": change.post_value}
+
+        while True:
+            await attempt(rec, "increment", increment)
+            await asyncio.sleep(rng.uniform(0.02, 0.1))
+
+
 # -- tasks: a submitter, and the workers' handler -------------------------------------------------
 
 TASKS_ROOT = "/chaos/rpc"
@@ -273,6 +356,8 @@ PROGRAMS: dict[str, Callable[[argparse.Namespace], Coroutine[Any, Any, None]]] =
     "leader": leader,
     "submitter": submitter,
     "watcher": watcher,
+    "locker": locker,
+    "counter": counter,
 }
 
 
@@ -283,6 +368,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--name", required=True)
     parser.add_argument("--hosts", required=True)
     parser.add_argument("--session-timeout", type=float, default=4.0)
+    parser.add_argument("--leases", type=int, default=0, help="locker: a semaphore of N leases")
     args = parser.parse_args(argv)
     try:
         asyncio.run(PROGRAMS[args.kind](args))

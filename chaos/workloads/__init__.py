@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from .base import Context, Report, Workload
 from .config import ConfigWorkload
+from .counter import CounterWorkload
 from .discovery import DiscoveryWorkload
 from .election import ElectionWorkload
+from .locks import LockWorkload, SemaphoreWorkload
 from .session import SessionWorkload
 from .tasks import TasksWorkload
 
@@ -16,6 +18,9 @@ WORKLOADS: dict[str, type[Workload]] = {
     "tasks": TasksWorkload,
     "config": ConfigWorkload,
     "discovery": DiscoveryWorkload,
+    "lock": LockWorkload,
+    "semaphore": SemaphoreWorkload,
+    "counter": CounterWorkload,
 }
 
 __all__ = ["WORKLOADS", "Context", "Report", "Workload"]

@@ -13,8 +13,10 @@ import pytest
 from chaos import history, schedule
 from chaos.workloads import Context
 from chaos.workloads.config import ConfigWorkload
+from chaos.workloads.counter import CounterWorkload
 from chaos.workloads.discovery import DiscoveryWorkload
 from chaos.workloads.election import ElectionWorkload
+from chaos.workloads.locks import LockWorkload, SemaphoreWorkload
 from chaos.workloads.session import SessionWorkload
 from chaos.workloads.tasks import TasksWorkload
 
@@ -130,6 +132,69 @@ def test_election_without_a_leader_at_the_end_is_a_violation() -> None:
     term(log, "runner0", 10, 1.0, 4.0, 1)
     assert any("no leader" in v for v in election(log, [], checked_at=20.0))
     assert election(log, [], checked_at=5.0) == []
+
+
+# -- lock and semaphore ---------------------------------------------------------------------------
+
+
+def guarded(log: Log, process: str, token: int, mzxid: int, kind: str = "ok") -> None:
+    log.op(process, "guarded-write", kind, {"token": token}, mzxid=mzxid)
+
+
+def locks(workload: type[LockWorkload], log: Log, checked_at: float = 1001.0) -> list[str]:
+    check = workload(None).check  # type: ignore[arg-type]
+    return check(log.entries, [], {"checked_at": checked_at}).violations
+
+
+def test_lock_a_write_of_a_newer_hold_before_one_of_an_older_hold_is_two_holders() -> None:
+    log = Log()
+    guarded(log, "lock0.1", 10, 11)
+    guarded(log, "lock1.1", 20, 21)
+    guarded(log, "lock0.1", 10, 19, kind="fail")  # refused: no proof it existed
+    guarded(log, "lock2.1", 30, 31, kind="info")
+    assert locks(LockWorkload, log) == []
+    guarded(log, "lock0.1", 10, 22)  # hold 10 still existed after hold 20 wrote at 21
+    assert any("two holders" in v for v in locks(LockWorkload, log))
+
+
+def test_semaphore_more_leases_than_allowed_at_one_zxid_is_a_violation() -> None:
+    log = Log()
+    guarded(log, "semaphore0.1", 10, 15)  # lease 10 held over [10, 15]
+    guarded(log, "semaphore1.1", 12, 18)  # lease 12 over [12, 18]
+    guarded(log, "semaphore2.1", 16, 20)  # lease 16 over [16, 20]: 12 and 16 overlap, 10 gone
+    assert locks(SemaphoreWorkload, log) == []
+    guarded(log, "semaphore0.1", 10, 17)  # lease 10 now proved held until 17: three at 16
+    violations = locks(SemaphoreWorkload, log)
+    assert any("3 leases held at zxid 0x10" in v for v in violations), violations
+
+
+def test_lock_without_a_guarded_write_at_the_end_is_a_violation() -> None:
+    log = Log().at(1000.0)
+    guarded(log, "lock0.1", 10, 11)
+    assert locks(LockWorkload, log, checked_at=1001.0) == []
+    assert any("healed" in v for v in locks(LockWorkload, log, checked_at=1010.0))
+    assert any("healed" in v for v in locks(SemaphoreWorkload, log))  # none of its own
+
+
+# -- counter --------------------------------------------------------------------------------------
+
+
+def test_counter_the_value_lies_between_the_acknowledged_and_the_unknown_increments() -> None:
+    log = Log()
+    for post in (1, 2, 3):
+        log.op("counter0.1", "increment", "ok", {}, post=post)
+    log.op("counter1.1", "increment", "info", {}, error="CounterOutcomeUnknown")
+    log.op("counter1.1", "increment", "none", {})  # killed in flight
+    log.op("counter1.1", "increment", "fail", {}, error="NoAuth")
+
+    def check(value: int) -> list[str]:
+        return CounterWorkload(None).check(log.entries, [], value).violations  # type: ignore[arg-type]
+
+    assert check(3) == [] and check(5) == []
+    assert any("acknowledged" in v for v in check(2))  # one acknowledged increment lost
+    assert any("unknown" in v for v in check(6))  # one counted twice (or a failed one applied)
+    log.op("counter1.1", "increment", "ok", {}, post=3)
+    assert any("left the value 3" in v for v in check(4))
 
 
 # -- session --------------------------------------------------------------------------------------
