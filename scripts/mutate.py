@@ -164,8 +164,8 @@ M = [
     (
         "persistent removal never falls back to ANY",
         "aiocoord/transport/session.py",
-        "                await self.remove_server_watch(server_path, path, ANY_WATCH)",
-        "                pass",
+        "            wtype = ANY_WATCH",
+        "            pass",
         [T + "test_watch_rules.py", T + "test_wire_rules.py"],
     ),
     (
@@ -192,8 +192,8 @@ M = [
     (
         "remove_watch only local",
         "aiocoord/transport/client.py",
-        "        for wtype in sorted({kind.server_type for kind in kinds}):",
-        "        for wtype in sorted({kind.server_type for kind in kinds} if False else ()):",
+        "        for kind in {kind.server_type: kind for kind in sorted(kinds)}.values():",
+        "        for kind in ():",
         [T + "test_wire_rules.py"],
     ),
     (
@@ -2404,7 +2404,7 @@ M = [
     (
         "a watching read given up in flight leaves its server watch",
         "aiocoord/transport/session.py",
-        '                self._spawn(self._drop_abandoned(req, reg_kind), f"dropping the watch of {req!r}")',
+        '                self._drop_unneeded(req.path or "/", reg_kind)',
         "                pass",
         [
             T
@@ -2413,13 +2413,94 @@ M = [
     ),
     (
         "a given-up read's watch removed though a watcher needs it",
-        "aiocoord/transport/session.py",
-        "        if self.watches.unneeded(kind, path):\n            await self.remove_server_watch(",
-        "        if True:\n            await self.remove_server_watch(",
+        "aiocoord/transport/watches.py",
+        "        if self.unneeded(kind, path):\n            return True",
+        "        if True:\n            return True",
         [
             T
             + "test_wire_rules.py::test_a_watching_read_given_up_in_flight_leaves_no_watch_on_the_server"
         ],
+    ),
+    (
+        "a timed-out watching read is taken out of flight (its late reply cannot settle the watch)",
+        "aiocoord/transport/connection.py",
+        "            if req.watch is None:\n                del pending[xid]",
+        "            if True:\n                del pending[xid]",
+        [
+            "tests/review/test_review19_watches.py::test_a_watching_read_that_timed_out_leaves_no_watch_on_the_server"
+        ],
+    ),
+    (
+        "a persistent watch kept for a covered one-shot stays after that fired",
+        "aiocoord/transport/session.py",
+        "            for kind in self.watches.released(event.path):",
+        "            for kind in ():",
+        [
+            "tests/review/test_review19_watches.py::test_a_cancelled_persistent_watch_kept_for_a_one_shot_goes_once_that_fires",
+            "tests/review/test_review19_watches.py::test_a_removed_persistent_watch_kept_for_a_one_shot_goes_once_that_fires",
+        ],
+    ),
+    (
+        "a persistent watch no callback has is not kept for what it covers",
+        "aiocoord/transport/watches.py",
+        "        if kind in _COVERS and not self.has(kind, path):\n            self._kept.add((kind, path))",
+        "        if False:\n            self._kept.add((kind, path))",
+        [
+            "tests/review/test_review19_watches.py::test_a_removed_persistent_watch_kept_for_a_one_shot_goes_once_that_fires"
+        ],
+    ),
+    (
+        "remove_watch does not offer the kept watches of the path",
+        "aiocoord/transport/watches.py",
+        "        return {kind for kind in emptied if self.release(kind, path)} | set(self.released(path))",
+        "        return {kind for kind in emptied if self.release(kind, path)}",
+        [
+            "tests/review/test_review19_watches.py::test_a_cancelled_recursive_watch_kept_for_another_watch_goes_with_it"
+        ],
+    ),
+    (
+        "a refused persistent removal is not kept for later",
+        "aiocoord/transport/session.py",
+        "            self.watches.keep(kind, path)",
+        "            pass",
+        [
+            "tests/review/test_review19_watches.py::test_a_cancelled_recursive_watch_kept_for_another_watch_goes_with_it"
+        ],
+    ),
+    (
+        "chaos lock: a write of an older hold after a newer one's not seen",
+        "chaos/workloads/locks.py",
+        "            if token < highest[1]:",
+        "            if False:",
+        [C + "test_lock_a_write_of_a_newer_hold_before_one_of_an_older_hold_is_two_holders"],
+    ),
+    (
+        "chaos semaphore: more leases than allowed not seen",
+        "chaos/workloads/locks.py",
+        "            if count > self.leases:",
+        "            if False:",
+        [C + "test_semaphore_more_leases_than_allowed_at_one_zxid_is_a_violation"],
+    ),
+    (
+        "chaos lock: no liveness check",
+        "chaos/workloads/locks.py",
+        '        if final is None or last_ok < final["checked_at"] - LIVENESS:',
+        "        if False:",
+        [C + "test_lock_without_a_guarded_write_at_the_end_is_a_violation"],
+    ),
+    (
+        "chaos counter: a lost or doubled increment not seen",
+        "chaos/workloads/counter.py",
+        "        if not acknowledged <= final <= acknowledged + unknown:",
+        "        if False:",
+        [C + "test_counter_the_value_lies_between_the_acknowledged_and_the_unknown_increments"],
+    ),
+    (
+        "chaos counter: two acks leaving one value not seen",
+        "chaos/workloads/counter.py",
+        "            if n > 1:",
+        "            if False:",
+        [C + "test_counter_the_value_lies_between_the_acknowledged_and_the_unknown_increments"],
     ),
 ]
 

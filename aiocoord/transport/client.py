@@ -482,12 +482,13 @@ class Client:
     async def remove_watch(self, path: str, watcher: Watcher) -> None:
         """Remove ``watcher`` from every watch on ``path``: it is not called again. The server's
         watch goes once no other watcher, and no read in flight, needs it."""
-        server_path = self._path(path)
+        validate_path(path)
         kinds = self._session.watches.remove(path, watcher)
         if kinds is None:
             raise NoWatcher(path=path)
-        for wtype in sorted({kind.server_type for kind in kinds}):
-            await self._session.remove_server_watch(server_path, path, wtype)
+        # one removal per server watch type (DATA and EXIST are one server watch)
+        for kind in {kind.server_type: kind for kind in sorted(kinds)}.values():
+            await self._session.remove_server_watch(path, kind)
 
     async def add_auth(self, scheme: str, credential: str | bytes) -> None:
         """Authenticate this session (``digest``, ``user:password``); sent again on reconnect.

@@ -192,14 +192,19 @@ class Connection(asyncio.Protocol):
         self.write_request(xid, req.opcode, req.body)
 
     def expire(self, now: float) -> list[Request[Any]]:
-        """Take out the requests in flight whose deadline has passed."""
+        """The requests in flight whose deadline has passed, taken out; a watching read is left
+        in flight (its reply settles the watch the server set), and returned until its caller
+        has been told."""
         pending = self._pending
         out = []
         for xid in list(pending):
             req = pending[xid]
             if req.deadline > now:
                 break  # replies come in order; so do deadlines, nearly
-            del pending[xid]
+            if req.watch is None:
+                del pending[xid]
+            elif req.future is not None and req.future.done():
+                continue
             out.append(req)
         return out
 

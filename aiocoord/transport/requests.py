@@ -148,10 +148,6 @@ class Request(Generic[T]):
         self.deadline = 0.0
         self.xid = 0
 
-    def server_path(self) -> str:
-        """The server's path this request names (the body of a path request starts with it)."""
-        return jute.ustring.read(bytes(self.body), 0)[0]
-
     def decode(self, frame: bytes, pos: int) -> T:
         raise NotImplementedError
 

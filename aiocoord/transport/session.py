@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
 import logging
 import random
@@ -47,7 +48,6 @@ from .errors import (
     CoordError,
     MarshallingError,
     NoNode,
-    NoWatcher,
     ProtocolError,
     RequestTimeout,
     SessionExpired,
@@ -97,6 +97,7 @@ _MAX_BACKOFF: Final = 2.0
 _RW_PROBE_FIRST: Final = 0.1
 _RW_PROBE_MAX: Final = 60.0
 _ONE_SHOT_KINDS: Final = (WatchKind.DATA, WatchKind.EXIST, WatchKind.CHILD)
+_PERSISTENT_KINDS: Final = (WatchKind.PERSISTENT, WatchKind.RECURSIVE)
 _KIND_ORDER: Final = (
     WatchKind.DATA,
     WatchKind.EXIST,
@@ -379,8 +380,9 @@ class Session:
             ok = exc is None and not fut.done()
             self.watches.armed(kind, reg_kind, req.path or "/", watcher if ok else None)
             if exc is None and not ok and req.server_watch:
-                # the caller gave up before the reply: the server holds a watch nobody registered
-                self._spawn(self._drop_abandoned(req, reg_kind), f"dropping the watch of {req!r}")
+                # the caller gave up before the reply (cancelled, or its deadline ran out): the
+                # server holds a watch nobody registered
+                self._drop_unneeded(req.path or "/", reg_kind)
         if fut.done():
             return  # the caller gave up (cancelled)
         if exc is None:
@@ -388,33 +390,50 @@ class Session:
         else:
             fut.set_exception(exc)
 
-    async def _drop_abandoned(self, req: Request[Any], kind: WatchKind) -> None:
-        """Remove the server watch of a read its caller gave up, unless a watcher registered (or
-        a read sent) since needs it: checked right before the removal goes out, so a read sent
-        after it sets its watch again."""
-        path = req.path or "/"
-        if self.watches.unneeded(kind, path):
-            await self.remove_server_watch(req.server_path(), path, kind.server_type)
+    def _drop_unneeded(self, path: str, kind: WatchKind) -> None:
+        """Remove the server's ``kind`` watch on ``path`` that no callback has, unless a watcher
+        or a read in flight needs it. Sent at once: a read sent after it sets its watch again,
+        and a change made after it is not notified."""
+        if self.watches.release(kind, path):
+            fut = self._unwatch_now(path, kind)
+            if fut is not None:
+                fut.add_done_callback(functools.partial(self._unwatched, path, kind))
 
-    async def remove_server_watch(self, server_path: str, path: str, wtype: int) -> None:
-        """Remove the session's ``wtype`` watch on ``server_path`` from the server."""
-        if self._closing or not self.machine.state.live:
-            # the server keeps watches per connection: the next one is given only the watches
-            # still registered (SetWatches), so this one is gone from the server already
+    def _unwatch_now(self, path: str, kind: WatchKind) -> asyncio.Future[None] | None:
+        """Send the removal of the server's ``kind`` watch on ``path``; None when not live (the
+        server keeps watches per connection: the next one is given only the watches still
+        registered, SetWatches, so this one is gone from the server already)."""
+        if self._closing or self._error is not None or not self.machine.state.live:
+            return None
+        wtype = kind.server_type
+        if kind in _PERSISTENT_KINDS and not self.watches.others_on(path):
+            # no other watch of ours there: "any" removes exactly this one, and ZooKeeper 3.8
+            # refuses the persistent types (ZOOKEEPER-4472)
+            wtype = ANY_WATCH
+        return self.submit(RemoveWatches(self.chroot.to_server(path), path, wtype))
+
+    def _unwatched(self, path: str, kind: WatchKind, fut: asyncio.Future[None]) -> None:
+        if not fut.cancelled():
+            self._removal_ended(path, kind, fut.exception())
+
+    def _removal_ended(self, path: str, kind: WatchKind, exc: BaseException | None) -> None:
+        if isinstance(exc, (MarshallingError, UnimplementedError, BadArguments)):
+            # 3.8 refuses a persistent type, and "any" would take our other watches on the path
+            # along: kept until they have gone (``released``)
+            log.debug("persistent watch on %s stays on the server while another does", path)
+            self.watches.keep(kind, path)
+        # else: done; or NoWatcher (it fired on the server meanwhile), or the connection (with
+        # the watches the server kept for it) or the session went
+
+    async def remove_server_watch(self, path: str, kind: WatchKind) -> None:
+        """Remove the session's ``kind`` watch on ``path`` from the server."""
+        fut = self._unwatch_now(path, kind)
+        if fut is None:
             return
         try:
-            await self.submit(RemoveWatches(server_path, path, wtype))
-        except (NoWatcher, ConnectionLoss, SessionExpired, ClientClosed):
-            # it fired on the server meanwhile; or the connection (and the watches the server
-            # kept for it) went, or the session did
-            pass
-        except (MarshallingError, UnimplementedError, BadArguments):
-            # ZooKeeper 3.8 refuses the persistent types (ZOOKEEPER-4472); "any" removes them
-            # too, and no watch of ours that must stay is left on the path (watches.py)
-            if wtype == ANY_WATCH or self.watches.others_on(path):
-                log.debug("persistent watch on %s stays on the server", path)
-            else:
-                await self.remove_server_watch(server_path, path, ANY_WATCH)
+            await fut
+        except CoordError as exc:
+            self._removal_ended(path, kind, exc)
 
     def watch_on_server(self, kind: WatchKind, path: str) -> bool:
         """Whether a read watching ``path`` for ``kind`` must ask the server for a watch."""
@@ -772,6 +791,8 @@ class Session:
                 return
             for watcher in self.watches.fired(event):
                 self._call_watcher(watcher, event)
+            for kind in self.watches.released(event.path):  # kept for a one-shot that fired
+                self._drop_unneeded(event.path, kind)
         elif xid == XID.AUTH:
             self._auth_replied(conn, jute.REPLY_HEAD.unpack_from(frame, 0)[2])
         elif xid == XID.SET_WATCHES:
@@ -1059,10 +1080,13 @@ class Session:
         conn = self._conn
         if conn is not None and conn.in_flight:
             for req in conn.expire(now):
-                self._finish(
-                    req,
-                    exc=RequestTimeout("the server did not answer before the deadline", req.path),
-                )
+                exc = RequestTimeout("the server did not answer before the deadline", req.path)
+                if req.watch is None:
+                    self._finish(req, exc=exc)
+                elif req.future is not None and not req.future.done():
+                    # a watching read stays in flight: its late reply settles the watch the
+                    # server set (registered for nobody now: removed there)
+                    req.future.set_exception(exc)
 
 
 def _tls_reason(exc: BaseException, timeout: float) -> str:

@@ -66,12 +66,15 @@ _COVERS: Final = {
 
 
 class WatchRegistry:
-    __slots__ = ("_arming", "_reg")
+    __slots__ = ("_arming", "_kept", "_reg")
 
     def __init__(self) -> None:
         self._reg: dict[WatchKind, dict[str, dict[Watcher, None]]] = {k: {} for k in WatchKind}
         #: watch-setting requests in flight, by (kind, path)
         self._arming: Counter[tuple[WatchKind, str]] = Counter()
+        #: persistent server watches no callback has, kept for the one-shot watches they cover
+        #: (or, on 3.8, for another watch of ours on the path that removing them would take)
+        self._kept: set[tuple[WatchKind, str]] = set()
 
     def __bool__(self) -> bool:
         return any(self._reg.values())
@@ -129,7 +132,31 @@ class WatchRegistry:
                     emptied.add(kind)
         if not found:
             return None
-        return {kind for kind in emptied if self.unneeded(kind, path)}
+        return {kind for kind in emptied if self.release(kind, path)} | set(self.released(path))
+
+    def release(self, kind: WatchKind, path: str) -> bool:
+        """The server's ``kind`` watch on ``path`` has no callback left (removed, or its read
+        given up): whether it can go now. A persistent one that must stay for the one-shot
+        watches it covers is kept, and offered by ``released`` once they are gone."""
+        if self.unneeded(kind, path):
+            return True
+        if kind in _COVERS and not self.has(kind, path):
+            self._kept.add((kind, path))
+        return False
+
+    def keep(self, kind: WatchKind, path: str) -> None:
+        """Keep the callback-less server watch ``kind`` on ``path`` until ``released`` offers it."""
+        self._kept.add((kind, path))
+
+    def released(self, path: str) -> list[WatchKind]:
+        """The kept server watches on ``path`` that nothing needs any more (forgotten here: the
+        caller removes them from the server)."""
+        if not self._kept:
+            return []
+        gone = [k for k, p in self._kept if p == path and self.unneeded(k, path)]
+        for kind in gone:
+            self._kept.discard((kind, path))
+        return gone
 
     def unneeded(self, kind: WatchKind, path: str) -> bool:
         """Whether the server's ``kind`` watch on ``path`` can go: no callback and no read in
@@ -186,6 +213,7 @@ class WatchRegistry:
                     ended.setdefault(w, {})[path] = None
             reg.clear()
         self._arming.clear()
+        self._kept.clear()
         return [
             (watcher, WatchEvent(EventType.NONE, state, path))
             for watcher, paths in ended.items()
