@@ -2502,6 +2502,23 @@ M = [
         "            if False:",
         [C + "test_counter_the_value_lies_between_the_acknowledged_and_the_unknown_increments"],
     ),
+    (
+        "status: a write lost in a blip is not written again when the session is back",
+        "services/common.py",
+        "                if event.state in (aiocoord.SessionState.CONNECTED,\n                                   aiocoord.SessionState.RECONNECTED):  # fmt: skip",
+        "                if event.state in (aiocoord.SessionState.CONNECTED,):  # fmt: skip",
+        [S + "test_status_reporter.py"],
+    ),
+    (
+        "status: not written again on a new session",
+        "services/common.py",
+        "                    self._written = None  # the status node went with the lost session",
+        "                    pass",
+        [
+            S
+            + "test_render.py::test_after_a_lost_session_the_file_follows_and_the_status_is_written_again"
+        ],
+    ),
 ]
 
 

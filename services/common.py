@@ -505,8 +505,9 @@ def run_service(log: logging.Logger, main: Callable[..., Awaitable[object]], *ar
 
 
 class StatusReporter:
-    """Reports this host's status on a ``StatusBoard``, and reports the last one again on every
-    new session (the ephemeral status node went with the lost one): run ``keep()`` in a task."""
+    """Reports this host's status on a ``StatusBoard``: run ``keep()`` in a task, which writes the
+    last status again on every new session (the ephemeral status node went with the lost one),
+    and once the session is back when its last write failed (in a blip)."""
 
     def __init__(
         self,
@@ -519,6 +520,8 @@ class StatusReporter:
         self._board = board
         self.host = host
         self._last: tuple[str | None, bool, str | None] | None = None
+        self._written: tuple[str | None, bool, str | None] | None = None  # on this session
+        self._writing = anyio.Lock()
         self._outcomes: tuple[Counter, Counter] | None = None
         if metrics is not None:
             self._outcomes = (
@@ -532,7 +535,8 @@ class StatusReporter:
         """Report the outcome of applying a version (``version``: what is in place now)."""
         if self._outcomes is not None:
             self._outcomes[0 if ok else 1].inc()
-        await self._send(version, ok, error)
+        self._last = (version, ok, error)
+        await self._write()
 
     def readiness(self) -> tuple[bool, str]:
         """Ready once a version is in place and verified (a failed newer one leaves the previous
@@ -542,17 +546,27 @@ class StatusReporter:
         version, ok, error = self._last
         return True, f"{version} in place" + ("" if ok else f" (a newer one failed: {error})")
 
-    async def _send(self, version: str | None, ok: bool, error: str | None) -> None:
-        self._last = (version, ok, error)
-        try:
-            await self._board.report(self.host, version, ok=ok, error=error)
-        except aiocoord.CoordError as exc:
-            logging.getLogger("aiocoord.status").warning(
-                "could not report status: %s (again after reconnecting)", exc
-            )
+    async def _write(self) -> None:
+        """Write the last status unless this session has it already: one write at a time, so
+        the last one written is the last reported."""
+        async with self._writing:
+            last = self._last
+            if last is None or last == self._written:
+                return
+            try:
+                await self._board.report(self.host, last[0], ok=last[1], error=last[2])
+            except aiocoord.CoordError as exc:
+                logging.getLogger("aiocoord.status").warning(
+                    "could not report status: %s (again once the session is back)", exc
+                )
+                return
+            self._written = last
 
     async def keep(self) -> None:
         async with self._client.session_events() as events:
             async for event in events:
-                if event.state is aiocoord.SessionState.CONNECTED and self._last is not None:
-                    await self._send(*self._last)
+                if event.state is aiocoord.SessionState.CONNECTED:
+                    self._written = None  # the status node went with the lost session
+                if event.state in (aiocoord.SessionState.CONNECTED,
+                                   aiocoord.SessionState.RECONNECTED):  # fmt: skip
+                    await self._write()
