@@ -13,7 +13,7 @@ import os
 import random
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +103,15 @@ def publish_credentials(zk: Client, rundir: Path, name: str) -> Callable[[Sessio
     return listener
 
 
+@contextlib.asynccontextmanager
+async def expirable_client(args: argparse.Namespace) -> AsyncIterator[Client]:
+    """A client whose session id and password the nemesis can read, to expire it."""
+    async with Client(args.hosts, session_timeout=args.session_timeout) as zk:
+        zk.add_listener(publish_credentials(zk, args.rundir, args.name))
+        publish_credentials(zk, args.rundir, args.name)(SessionEvent(zk.state, zk.session_id))
+        yield zk
+
+
 # -- session: reads and writes of the process's own nodes, a shared node, protected creates ---
 
 
@@ -113,9 +122,7 @@ async def session(args: argparse.Namespace) -> None:
     node = f"{SESSION_ROOT}/{name}-{inc}"
     items = f"{node}-items"
     shared = f"{SESSION_ROOT}/shared"
-    async with Client(args.hosts, session_timeout=args.session_timeout) as zk:
-        zk.add_listener(publish_credentials(zk, args.rundir, name))
-        publish_credentials(zk, args.rundir, name)(SessionEvent(zk.state, zk.session_id))
+    async with expirable_client(args) as zk:
         for path in (node, items, shared):
             while True:
                 try:
@@ -220,9 +227,7 @@ async def locker(args: argparse.Namespace) -> None:
     rec = recorder(args.rundir, name)
     rng = random.Random(f"{name}-{inc}")
     data = SEMAPHORE_DATA if args.leases else LOCK_DATA
-    async with Client(args.hosts, session_timeout=args.session_timeout) as zk:
-        zk.add_listener(publish_credentials(zk, args.rundir, name))
-        publish_credentials(zk, args.rundir, name)(SessionEvent(zk.state, zk.session_id))
+    async with expirable_client(args) as zk:
         holder: Lock | Semaphore = (
             Semaphore(zk, SEMAPHORE_ROOT, name, max_leases=args.leases)
             if args.leases
@@ -264,9 +269,7 @@ async def counter(args: argparse.Namespace) -> None:
     name, inc = args.name, incarnation()
     rec = recorder(args.rundir, name)
     rng = random.Random(f"{name}-{inc}")
-    async with Client(args.hosts, session_timeout=args.session_timeout) as zk:
-        zk.add_listener(publish_credentials(zk, args.rundir, name))
-        publish_credentials(zk, args.rundir, name)(SessionEvent(zk.state, zk.session_id))
+    async with expirable_client(args) as zk:
         shared = Counter(zk, COUNTER)
 
         async def increment() -> dict[str, Any]:
@@ -290,9 +293,7 @@ async def submitter(args: argparse.Namespace) -> None:
     name, inc = args.name, incarnation()
     rec = recorder(args.rundir, name)
     rng = random.Random(f"{name}-{inc}")
-    async with Client(args.hosts, session_timeout=args.session_timeout) as zk:
-        zk.add_listener(publish_credentials(zk, args.rundir, name))
-        publish_credentials(zk, args.rundir, name)(SessionEvent(zk.state, zk.session_id))
+    async with expirable_client(args) as zk:
         queue = TaskQueue(zk, TASKS_ROOT)
         k = 0
         while True:

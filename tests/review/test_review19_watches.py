@@ -17,23 +17,11 @@ import anyio
 import pytest
 
 from aiocoord import Client, EventType, RequestTimeout, WatchEvent, WatchMode
-from aiocoord.testing import TcpProxy, ZooKeeperServer, four_letter_word
+from aiocoord.testing import TcpProxy, ZooKeeperServer
 from aiocoord.transport.jute import XID
 from aiocoord.transport.watches import WatchKind
 from tests.helpers import Recorder, eventually
-
-
-def _watched_by(server: ZooKeeperServer, session_id: int) -> set[str]:
-    """The paths the server watches for ``session_id``, from ``wchc``."""
-    host, _, port = server.hosts.rpartition(":")
-    paths: set[str] = set()
-    session: int | None = None
-    for line in four_letter_word(host, int(port), "wchc").splitlines():
-        if line.startswith("0x"):
-            session = int(line, 16)
-        elif line.strip() and session == session_id:
-            paths.add(line.strip())
-    return paths
+from tests.transport.test_wire_rules import _watched_by
 
 
 async def _until_watched(
