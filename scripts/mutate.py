@@ -2512,8 +2512,8 @@ M = [
     (
         "status: not written again on a new session",
         "services/common.py",
-        "                    self._written = None  # the status node went with the lost session",
-        "                    pass",
+        "            if last is None or self._written == (last, session):",
+        "            if last is None or self._written is not None and self._written[0] == last:",
         [
             S
             + "test_render.py::test_after_a_lost_session_the_file_follows_and_the_status_is_written_again"

@@ -520,7 +520,8 @@ class StatusReporter:
         self._board = board
         self.host = host
         self._last: tuple[str | None, bool, str | None] | None = None
-        self._written: tuple[str | None, bool, str | None] | None = None  # on this session
+        #: the last status written, and the session it was written on
+        self._written: tuple[tuple[str | None, bool, str | None], int] | None = None
         self._writing = anyio.Lock()
         self._outcomes: tuple[Counter, Counter] | None = None
         if metrics is not None:
@@ -550,8 +551,8 @@ class StatusReporter:
         """Write the last status unless this session has it already: one write at a time, so
         the last one written is the last reported."""
         async with self._writing:
-            last = self._last
-            if last is None or last == self._written:
+            last, session = self._last, self._client.session_id
+            if last is None or self._written == (last, session):
                 return
             try:
                 await self._board.report(self.host, last[0], ok=last[1], error=last[2])
@@ -560,13 +561,13 @@ class StatusReporter:
                     "could not report status: %s (again once the session is back)", exc
                 )
                 return
-            self._written = last
+            self._written = (last, session)
 
     async def keep(self) -> None:
         async with self._client.session_events() as events:
             async for event in events:
-                if event.state is aiocoord.SessionState.CONNECTED:
-                    self._written = None  # the status node went with the lost session
+                # CONNECTED: a new session (the status node went with the lost one);
+                # RECONNECTED: the same one, a write may have failed in the blip
                 if event.state in (aiocoord.SessionState.CONNECTED,
                                    aiocoord.SessionState.RECONNECTED):  # fmt: skip
                     await self._write()
