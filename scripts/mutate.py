@@ -2519,6 +2519,32 @@ M = [
             + "test_render.py::test_after_a_lost_session_the_file_follows_and_the_status_is_written_again"
         ],
     ),
+    (
+        "semaphore: one lease name for every hold (an ended hold's guard passes on a new lease)",
+        "aiocoord/recipes/lock.py",
+        '        self._lease = f"{self.path}/{uuid.uuid4().hex}"\n        while True:',
+        '        self._lease = self._lease or f"{self.path}/{uuid.uuid4().hex}"\n        while True:',
+        [
+            "tests/review/test_review20_fencing.py::test_a_released_semaphore_lease_cannot_write_once_its_semaphore_holds_again",
+            "tests/review/test_review20_fencing.py::test_a_semaphore_lease_lost_with_its_session_cannot_write_once_held_again",
+        ],
+    ),
+    (
+        "status: a failed write still counted as what the node holds",
+        "services/common.py",
+        "                # applied or not: what the node holds is not known any more\n                self._written = None",
+        "                # applied or not: what the node holds is not known any more\n                pass",
+        ["tests/review/test_review20_status.py"],
+    ),
+    (
+        "chaos counter: a value below an acknowledged post value not seen",
+        "chaos/workloads/counter.py",
+        "        if left and final < max(left):",
+        "        if False:",
+        [
+            "tests/review/test_review20_checkers.py::test_counter_a_final_value_below_an_acknowledged_post_value_is_a_violation"
+        ],
+    ),
 ]
 
 

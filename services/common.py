@@ -557,6 +557,8 @@ class StatusReporter:
             try:
                 await self._board.report(self.host, last[0], ok=last[1], error=last[2])
             except aiocoord.CoordError as exc:
+                # applied or not: what the node holds is not known any more
+                self._written = None
                 logging.getLogger("aiocoord.status").warning(
                     "could not report status: %s (again once the session is back)", exc
                 )

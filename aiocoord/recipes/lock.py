@@ -352,7 +352,7 @@ class Semaphore(_Holder):
             raise ValueError("max_leases must be at least 1")
         super().__init__(client, path, identifier, tolerate_suspended)
         self.max_leases = max_leases
-        self._lease = f"{self.path}/{uuid.uuid4().hex}"
+        self._lease = ""  # this acquire's lease node: a new name each time (fencing)
 
     async def lease_holders(self) -> list[str]:
         """The identifiers of the lease holders, in no order."""
@@ -384,6 +384,10 @@ class Semaphore(_Holder):
 
     async def _wait_hold(self) -> LockHold:
         client = self._client
+        # A new name for every hold: an ended hold's guard() checks its node at version 0, which
+        # a lease made again under the same name would pass. Kept through this acquire's
+        # rounds: a lease whose create reply was lost is found under it.
+        self._lease = f"{self.path}/{uuid.uuid4().hex}"
         while True:
             try:
                 await client.wait_connected()

@@ -4,8 +4,9 @@ their sessions expired, they are paused and killed.
 Checker (Jepsen's counter): once every process has stopped, the counter's value lies between the
 acknowledged increments and those plus the increments whose outcome is unknown (a lost reply
 that could not be settled: ``CounterOutcomeUnknown``, a process killed in flight): none was
-counted twice, none acknowledged was lost, none that failed was applied. And no two acknowledged
-increments left the same value (each read-modify-write applied on the version it read).
+counted twice, none acknowledged was lost, none that failed was applied. The value is not below
+any value an acknowledged increment left (it only grows), and no two acknowledged increments
+left the same value (each read-modify-write applied on the version it read).
 """
 
 from __future__ import annotations
@@ -71,6 +72,10 @@ class CounterWorkload(Workload):
             report.violation(
                 f"the counter is {final}: {acknowledged} increments were acknowledged and "
                 f"{unknown} have an unknown outcome"
+            )
+        if left and final < max(left):  # increments only: the value never goes down
+            report.violation(
+                f"the counter is {final}, below {max(left)} that an acknowledged increment left"
             )
         for value, n in sorted(left.items()):
             if n > 1:
