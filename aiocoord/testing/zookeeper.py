@@ -17,6 +17,7 @@ import contextlib
 import glob
 import logging
 import os
+import random
 import shutil
 import signal
 import socket
@@ -145,11 +146,38 @@ def _java() -> str:
 
 
 def free_port() -> int:
-    """A loopback TCP port that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    """A loopback TCP port that was free a moment ago, below the kernel's ephemeral range when
+    there is room there: a server restarted on its port then never finds it taken by a port the
+    kernel handed out meanwhile (another process's ``bind(0)``, or a client reconnecting to it,
+    whose source port can otherwise equal the port it dials: a TCP self-connect on loopback)."""
+    low = _ephemeral_low()
+    for _ in range(100):
+        port = _rng.randrange(_LOW_PORTS, low) if low - _LOW_PORTS >= 1000 else 0
+        if port in _handed_out:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            bound: int = s.getsockname()[1]
+        _handed_out.add(bound)
+        return bound
+    raise OSError("no free loopback port found")
+
+
+#: the lowest port ``free_port`` hands out (above the well-known and most registered services)
+_LOW_PORTS = 20000
+_rng = random.Random()
+_handed_out: set[int] = set()
+
+
+def _ephemeral_low() -> int:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0  # unknown: bind(0) as before
 
 
 def port_in_use(port: int, host: str = "127.0.0.1") -> bool:

@@ -144,7 +144,8 @@ async def test_server_killed_and_restarted_keeps_the_session(
     zk_private_server: ZooKeeperServer, namespace: str
 ) -> None:
     async with (
-        Client(zk_private_server.hosts, namespace=namespace, session_timeout=20) as zk,
+        # long: the restarted JVM may take many seconds to serve on a loaded machine
+        Client(zk_private_server.hosts, namespace=namespace, session_timeout=30) as zk,
         zk.session_events() as feed,
     ):
         session = zk.session_id
@@ -161,7 +162,7 @@ async def test_server_killed_and_restarted_keeps_the_session(
             tg.start_soon(create_during_outage)
             await holds(lambda: created == [])
             zk_private_server.start(wait=False)
-            await wait_state(feed, SessionState.RECONNECTED, 18)
+            await wait_state(feed, SessionState.RECONNECTED, 28)
         assert created == ["/during"]
         assert zk.session_id == session
         assert (await zk.get("/e"))[0] == b"kept"
