@@ -40,7 +40,7 @@ class TcpProxy:
         self.port = 0
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True, name="proxy")
-        self._server: asyncio.AbstractServer | None = None
+        self._server: asyncio.Server | None = None
         self._requests_flowing = asyncio.Event()  # client -> server
         self._handshakes_only = asyncio.Event()  # client -> server: first frames only
         self._released = asyncio.Event()  # the opposite of _handshakes_only
@@ -217,6 +217,14 @@ class TcpProxy:
         async def shutdown() -> None:
             self._closing = True
             if self._server is not None:
+                # Stop accepting, then let the connections already accepted become transports
+                # before the server closes: one made after Server.close() is left half-made
+                # (Python 3.11's Server._attach asserts) and its socket leaks.
+                loop = asyncio.get_running_loop()
+                for sock in self._server.sockets:
+                    loop.remove_reader(sock.fileno())
+                await asyncio.sleep(0)
+                await asyncio.sleep(0)
                 self._server.close()
             if self._handlers:  # connecting upstream: let them finish, then close what they made
                 await asyncio.wait(list(self._handlers), timeout=5)
