@@ -92,3 +92,19 @@ def operations(entries: list[Entry], f: str) -> list[tuple[Entry, Entry | None]]
 def outcome(completion: Entry | None) -> str:
     """ok, fail or info (a missing completion is info)."""
     return "info" if completion is None else str(completion["type"])
+
+
+#: an acknowledged fenced write: (the mzxid the server applied it at, its hold's token, process)
+Write = tuple[int, int, str]
+
+
+def tokens_going_back(writes: list[Write]) -> Iterator[tuple[Write, Write]]:
+    """In the order the server applied them, each write whose token is below the highest token
+    written before it, with that earlier write: a hold that had ended (or was behind another in
+    the queue) wrote after a newer one had."""
+    highest: Write = (0, 0, "")
+    for write in sorted(writes):
+        if write[1] < highest[1]:
+            yield highest, write
+        else:
+            highest = write

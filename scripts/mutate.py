@@ -1310,10 +1310,13 @@ M = [
     ),
     (
         "chaos: deposed-term writes not checked",
-        "chaos/workloads/election.py",
-        "            if token < highest[1]:",
-        "            if False:",
-        [C + "test_election_a_deposed_term_writing_or_a_token_going_back_is_a_violation"],
+        "chaos/history.py",
+        "        if write[1] < highest[1]:",
+        "        if False:",
+        [
+            C + "test_election_a_deposed_term_writing_or_a_token_going_back_is_a_violation",
+            C + "test_lock_a_write_of_a_newer_hold_before_one_of_an_older_hold_is_two_holders",
+        ],
     ),
     (
         "chaos: read-your-writes not checked",
@@ -2466,13 +2469,6 @@ M = [
         [
             "tests/review/test_review19_watches.py::test_a_cancelled_recursive_watch_kept_for_another_watch_goes_with_it"
         ],
-    ),
-    (
-        "chaos lock: a write of an older hold after a newer one's not seen",
-        "chaos/workloads/locks.py",
-        "            if token < highest[1]:",
-        "            if False:",
-        [C + "test_lock_a_write_of_a_newer_hold_before_one_of_an_older_hold_is_two_holders"],
     ),
     (
         "chaos semaphore: more leases than allowed not seen",

@@ -25,7 +25,7 @@ from typing import Any
 from aiocoord import Client
 
 from ..cluster import Link
-from ..history import Entry, operations, outcome
+from ..history import Entry, operations, outcome, tokens_going_back
 from ..procs import ELECTION_DATA
 from .base import Report, Workload
 
@@ -106,16 +106,11 @@ class ElectionWorkload(Workload):
         for e in entries:
             if e["f"] == "start" and "-cmd" in e["process"]:
                 report.count("term started", "ok")
-        writes.sort()
-        highest = (0, 0, "")
-        for mzxid, token, process in writes:
-            if token < highest[1]:
-                report.violation(
-                    f"a deposed term wrote: token {token} ({process}) at zxid {mzxid:#x} after "
-                    f"token {highest[1]} ({highest[2]}) wrote at {highest[0]:#x}"
-                )
-            else:
-                highest = (mzxid, token, process)
+        for (zxid, newer, by), (mzxid, token, process) in tokens_going_back(writes):
+            report.violation(
+                f"a deposed term wrote: token {token} ({process}) at zxid {mzxid:#x} after "
+                f"token {newer} ({by}) wrote at {zxid:#x}"
+            )
         if not terms or final is None or terms[-1].end < final["checked_at"] - 2.0:
             report.violation("no leader ran once the faults had healed")
         return report

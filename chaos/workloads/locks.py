@@ -24,7 +24,7 @@ from typing import Any
 from aiocoord import Client
 
 from ..cluster import Link
-from ..history import Entry, operations, outcome
+from ..history import Entry, Write, operations, outcome, tokens_going_back
 from ..procs import LOCK_DATA, LOCK_ROOT, SEMAPHORE_DATA, SEMAPHORE_ROOT
 from .base import ALL_CLIENT_FAULTS, Report, Workload
 
@@ -57,7 +57,7 @@ class LockWorkload(Workload):
 
     def check(self, entries: list[Entry], faults: list[Entry], final: Any) -> Report:
         report = Report(self.name)
-        writes = []  # (mzxid, token, process) of the acknowledged guarded writes
+        writes: list[Write] = []  # the acknowledged guarded writes
         last_ok = 0.0
         for invoke, completion in operations(entries, "guarded-write"):
             if not invoke["process"].startswith(self.name):
@@ -70,29 +70,24 @@ class LockWorkload(Workload):
         for e in entries:
             if e["f"] == "hold" and e["process"].startswith(self.name):
                 report.count("hold", "ok")
-        self.safety(sorted(writes), report)  # in the order the server applied them
+        self.safety(writes, report)
         if final is None or last_ok < final["checked_at"] - LIVENESS:
             report.violation("no guarded write succeeded once the faults had healed")
         return report
 
-    def safety(self, writes: list[tuple[int, int, str]], report: Report) -> None:
-        highest = (0, 0, "")
-        for mzxid, token, process in writes:
-            if token < highest[1]:
-                report.violation(
-                    f"two holders: token {highest[1]:#x} ({highest[2]}) wrote at zxid "
-                    f"{highest[0]:#x} while the older hold {token:#x} ({process}), which wrote "
-                    f"at {mzxid:#x}, still existed"
-                )
-            else:
-                highest = (mzxid, token, process)
+    def safety(self, writes: list[Write], report: Report) -> None:
+        for (zxid, newer, by), (mzxid, token, process) in tokens_going_back(writes):
+            report.violation(
+                f"two holders: token {newer:#x} ({by}) wrote at zxid {zxid:#x} while the older "
+                f"hold {token:#x} ({process}), which wrote at {mzxid:#x}, still existed"
+            )
 
 
 class SemaphoreWorkload(LockWorkload):
     name = "semaphore"
     root, data, leases = SEMAPHORE_ROOT, SEMAPHORE_DATA, LEASES
 
-    def safety(self, writes: list[tuple[int, int, str]], report: Report) -> None:
+    def safety(self, writes: list[Write], report: Report) -> None:
         last: dict[int, int] = {}
         owner: dict[int, str] = {}
         for mzxid, token, process in writes:
